@@ -1,0 +1,87 @@
+"""The one place Redis key names come from.
+
+Every key of a pipeline carries the same hash tag (``{pipeline}``) so that each Lua script
+touches a single slot and runs unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INTAKE_GROUP = "dispatchers"
+WORK_GROUP = "workers"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names of one pipeline, e.g. ``dam:{main}:intake``."""
+
+    prefix: str = "dam:"
+    pipeline: str = "main"
+
+    @property
+    def base(self) -> str:
+        """Prefix of every key of this pipeline; scripts build per-request keys from it."""
+        return f"{self.prefix}{{{self.pipeline}}}:"
+
+    @property
+    def intake(self) -> str:
+        """Stream of admitted requests waiting for dispatch (its length is the backlog)."""
+        return self.base + "intake"
+
+    @property
+    def work(self) -> str:
+        """Stream of dispatched requests (its length is the work in flight)."""
+        return self.base + "work"
+
+    @property
+    def dlq(self) -> str:
+        """Stream of dead-lettered requests with their last error."""
+        return self.base + "dlq"
+
+    @property
+    def worker_leases(self) -> str:
+        """Sorted set: worker id -> lease expiry (ms). A lapsed lease drops its capacity."""
+        return self.base + "workers:lease"
+
+    @property
+    def worker_capacity(self) -> str:
+        """Hash: worker id -> capacity in slots."""
+        return self.base + "workers:capacity"
+
+    @property
+    def intake_bucket(self) -> str:
+        """Token bucket shared by all clients (global intake rate)."""
+        return self.base + "bucket:intake"
+
+    @property
+    def dispatch_bucket(self) -> str:
+        """Token bucket of the dispatch rate towards the backend."""
+        return self.base + "bucket:dispatch"
+
+    @property
+    def drain_window(self) -> str:
+        """Dispatches in the current and previous second, for Retry-After on a full backlog."""
+        return self.base + "drain"
+
+    @property
+    def inflight(self) -> str:
+        """Hash: work entry id -> request id, so a vanished entry can still be named."""
+        return self.base + "inflight"
+
+    @property
+    def counters(self) -> str:
+        """Hash of running totals (accepted, rejected_*, dispatched, completed, ...)."""
+        return self.base + "counters"
+
+    def client_bucket(self, identity: str) -> str:
+        """Token bucket of one client identity (API key name or client address)."""
+        return f"{self.base}bucket:client:{identity}"
+
+    def request(self, rid: str) -> str:
+        """Hash holding a request's state and, once terminal, its result or error."""
+        return f"{self.base}req:{rid}"
+
+    def reply(self, ingress_id: str) -> str:
+        """Stream through which workers answer the ingress that holds the waiting client."""
+        return f"{self.base}reply:{ingress_id}"

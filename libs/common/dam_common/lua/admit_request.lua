@@ -1,0 +1,88 @@
+--[[ admit_request: one atomic admission decision, then XADD to the intake stream.
+
+Checks, in order, without writing anything until all pass:
+  the client's token bucket, the global intake bucket, the backlog cap.
+Only an admitted request changes the buckets and the stream (rejected means never entered).
+
+KEYS[1]  client bucket (hash: tokens, ts)
+KEYS[2]  global intake bucket (hash: tokens, ts)
+KEYS[3]  intake stream
+KEYS[4]  drain window (hash, written by dispatch_entries: w, c, p)
+KEYS[5]  counters (hash of totals, for `dam status`)
+ARGV[1]  now in ms, or '' to use the server clock
+ARGV[2]  client rate (tokens/s, > 0)
+ARGV[3]  client burst (bucket size, >= 1)
+ARGV[4]  intake rate (tokens/s; 0 disables the global bucket)
+ARGV[5]  intake burst
+ARGV[6]  backlog cap (max entries waiting in the intake stream)
+ARGV[7]  stream MAXLEN ~ safety net (must sit above the backlog cap)
+ARGV[8]  queue deadline in ms from now (the entry expires undispatched after it)
+ARGV[9..] field, value pairs of the entry
+
+Reply:
+  {0, id, backlog_before, remaining, reset_ms}   admitted
+  {1, retry_ms, remaining, reset_ms}             client over its rate
+  {2, retry_ms}                                  global intake rate exceeded
+  {3, backlog, drain_per_s}                      backlog full
+]]
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Refilled token count of a bucket at `now`; nothing is written here.
+local function refill(key, rate, burst)
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if not tokens or not ts then return burst end
+  local elapsed = math.max(0, now - ts)
+  return math.min(burst, tokens + elapsed * rate / 1000)
+end
+
+local function store(key, tokens, rate, burst)
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', now)
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+end
+
+local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens = refill(KEYS[1], rate, burst)
+if tokens < 1 then
+  local retry = math.ceil((1 - tokens) * 1000 / rate)
+  local reset = math.ceil((burst - tokens) * 1000 / rate)
+  redis.call('HINCRBY', KEYS[5], 'rejected_rate', 1)
+  return {1, retry, 0, reset}
+end
+
+local grate, gburst = tonumber(ARGV[4]), tonumber(ARGV[5])
+local gtokens = 0
+if grate > 0 then
+  gtokens = refill(KEYS[2], grate, gburst)
+  if gtokens < 1 then
+    redis.call('HINCRBY', KEYS[5], 'rejected_intake', 1)
+    return {2, math.ceil((1 - gtokens) * 1000 / grate)}
+  end
+end
+
+local backlog = redis.call('XLEN', KEYS[3])
+if backlog >= tonumber(ARGV[6]) then
+  local drain = redis.call('HMGET', KEYS[4], 'w', 'c', 'p')
+  local w = tonumber(drain[1]) or 0
+  local sec = math.floor(now / 1000)
+  local per_s = 0
+  if w == sec then per_s = tonumber(drain[3]) or 0
+  elseif w == sec - 1 then per_s = tonumber(drain[2]) or 0 end
+  redis.call('HINCRBY', KEYS[5], 'rejected_backlog', 1)
+  return {3, backlog, per_s}
+end
+
+store(KEYS[1], tokens - 1, rate, burst)
+if grate > 0 then store(KEYS[2], gtokens - 1, grate, gburst) end
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'accepted_ms', now,
+  'deadline_ms', now + tonumber(ARGV[8]), unpack(fields))
+redis.call('HINCRBY', KEYS[5], 'accepted', 1)
+local left = tokens - 1
+return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate)}

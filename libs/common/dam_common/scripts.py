@@ -1,0 +1,181 @@
+"""One typed facade over the Lua scripts: loaded once, called by SHA, reloaded on NOSCRIPT.
+
+Services never build EVAL strings; they call a method per script and get a typed result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from dam_common.codes import (
+    AdmitResult,
+    ClaimResult,
+    DispatchResult,
+    FailResult,
+    parse_admit,
+    parse_claim,
+    parse_dispatch,
+    parse_fail,
+)
+from dam_common.keys import INTAKE_GROUP, WORK_GROUP
+from dam_common.settings import CommonSettings
+
+SCRIPT_NAMES = (
+    "admit_request",
+    "dispatch_entries",
+    "complete_request",
+    "fail_entry",
+    "claim_stale",
+    "replay_dead_letter",
+    "renew_lease",
+)
+
+
+def _read_sources() -> dict[str, str]:
+    lua = resources.files("dam_common") / "lua"
+    return {name: (lua / f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPT_NAMES}
+
+
+_SOURCES = _read_sources()
+_SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SOURCES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitParams:
+    """Bucket, cap and deadline parameters of one admission decision."""
+
+    rate: float
+    burst: int
+    intake_rate: float
+    intake_burst: int
+    backlog_cap: int
+    stream_maxlen: int
+    deadline_ms: int
+
+
+ScriptCall = tuple[str, Sequence[str], Sequence[str | int | float]]
+
+
+def _now(now_ms: int | None) -> str | int:
+    return "" if now_ms is None else now_ms
+
+
+class LuaScripts:
+    """The scripts of one pipeline, bound to one Redis client."""
+
+    def __init__(self, redis: Redis, settings: CommonSettings) -> None:
+        self._redis = redis
+        self._s = settings
+        self._k = settings.keys
+
+    async def load(self) -> None:
+        """SCRIPT LOAD every script (idempotent); readiness waits for it."""
+        for name, src in _SOURCES.items():
+            sha = await self._redis.script_load(src)
+            if sha != _SHAS[name]:  # pragma: no cover - would mean a broken server
+                raise RuntimeError(f"server hashed {name}.lua differently")
+
+    async def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA one script, loading the scripts once if the server has forgotten them."""
+        try:
+            return await self._redis.evalsha(_SHAS[name], len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load()
+            return await self._redis.evalsha(_SHAS[name], len(keys), *keys, *args)
+
+    async def call_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Send many script calls in one pipeline (one round trip); errors come back in place."""
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.evalsha(_SHAS[name], len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                await self.load()
+                continue
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- admission -------------------------------------------------------------------------
+    def admit_call(self, identity: str, params: AdmitParams, fields: Mapping[str, str],
+                   now_ms: int | None = None) -> ScriptCall:
+        """The admission call for one request, to be sent alone or in a batch."""
+        k = self._k
+        keys = (k.client_bucket(identity), k.intake_bucket, k.intake, k.drain_window, k.counters)
+        args: list[str | int | float] = [
+            _now(now_ms), params.rate, params.burst, params.intake_rate, params.intake_burst,
+            params.backlog_cap, params.stream_maxlen, params.deadline_ms,
+        ]
+        for name, value in fields.items():
+            args += (name, value)
+        return ("admit_request", keys, args)
+
+    async def admit(self, identity: str, params: AdmitParams, fields: Mapping[str, str],
+                    now_ms: int | None = None) -> AdmitResult:
+        """Admit one request: buckets, backlog cap and XADD in one atomic call."""
+        name, keys, args = self.admit_call(identity, params, fields, now_ms)
+        return parse_admit(await self.call(name, keys, args))
+
+    # -- dispatch --------------------------------------------------------------------------
+    async def dispatch(self, consumer: str, max_batch: int, rate: float, burst: int,
+                       now_ms: int | None = None) -> DispatchResult:
+        """Move up to `credits` entries from intake to work (or expire them)."""
+        k, s = self._k, self._s
+        keys = (k.intake, k.work, k.worker_leases, k.worker_capacity, k.dispatch_bucket,
+                k.drain_window, k.inflight, k.counters)
+        args = (_now(now_ms), INTAKE_GROUP, consumer, max_batch, rate, burst, k.base,
+                s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms)
+        return parse_dispatch(await self.call("dispatch_entries", keys, args))
+
+    # -- completion and failure -------------------------------------------------------------
+    async def complete(self, entry_id: str, rid: str, ingress_id: str, completion: str,
+                       now_ms: int | None = None) -> bool:
+        """Store the result, XACK the work entry, wake the ingress. False if already terminal."""
+        k, s = self._k, self._s
+        keys = (k.work, k.request(rid), k.reply(ingress_id), k.inflight, k.counters)
+        args = (_now(now_ms), WORK_GROUP, entry_id, rid, completion, s.result_ttl_ms,
+                s.reply_maxlen, s.reply_ttl_ms)
+        return int(await self.call("complete_request", keys, args)) == 0
+
+    async def fail(self, entry_id: str, rid: str, ingress_id: str, mode: str, error: str,
+                   max_deliveries: int, now_ms: int | None = None) -> FailResult:
+        """Requeue, hand back or dead-letter a delivery that did not complete."""
+        k, s = self._k, self._s
+        keys = (k.work, k.dlq, k.request(rid), k.reply(ingress_id), k.inflight, k.counters)
+        args = (_now(now_ms), WORK_GROUP, entry_id, mode, error, max_deliveries,
+                s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms, s.dlq_maxlen)
+        return parse_fail(await self.call("fail_entry", keys, args))
+
+    async def claim_stale(self, consumer: str, min_idle_ms: int, cursor: str, count: int,
+                          now_ms: int | None = None) -> ClaimResult:
+        """One XAUTOCLAIM step over entries idle longer than `min_idle_ms`."""
+        k, s = self._k, self._s
+        keys = (k.work, k.inflight, k.counters)
+        args = (_now(now_ms), WORK_GROUP, consumer, min_idle_ms, cursor, count, k.base,
+                s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms)
+        return parse_claim(await self.call("claim_stale", keys, args))
+
+    async def replay(self, dlq_id: str, rid: str, deadline_ms: int,
+                     now_ms: int | None = None) -> str | None:
+        """Move a dead-lettered entry back to intake; returns the new intake id or None."""
+        k, s = self._k, self._s
+        keys = (k.dlq, k.intake, k.request(rid))
+        args = (_now(now_ms), dlq_id, deadline_ms, s.result_ttl_ms)
+        raw = await self.call("replay_dead_letter", keys, args)
+        return str(raw[1]) if int(raw[0]) == 0 else None
+
+    # -- worker leases ---------------------------------------------------------------------
+    async def renew_lease(self, worker_id: str, capacity: int, ttl_ms: int,
+                          now_ms: int | None = None) -> int:
+        """Heartbeat: keep `capacity` slots counted for `ttl_ms`; capacity 0 removes the lease."""
+        k = self._k
+        keys = (k.worker_leases, k.worker_capacity)
+        return int(await self.call("renew_lease", keys, (_now(now_ms), worker_id, capacity,
+                                                         ttl_ms)))

@@ -1,0 +1,1 @@
+"""The `dam` command line: run the services, inspect and operate the pipeline."""

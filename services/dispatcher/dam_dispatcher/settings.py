@@ -1,0 +1,25 @@
+"""Dispatcher settings: DAM_* environment variables, read once in main."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from dam_common.settings import CommonSettings
+
+
+class DispatcherSettings(CommonSettings):
+    """Every knob of the dispatcher, with its default."""
+
+    dispatch_rate: float = Field(100, ge=0, description="Max requests/s handed to the backend "
+                                 "(0: only worker credits limit it).")
+    dispatch_burst: int = Field(1, ge=1, description="Dispatches allowed at once above the "
+                                "steady rate (1: evenly spaced, never more than the rate in "
+                                "any second).")
+    dispatch_batch: int = Field(64, ge=1, description="Max entries moved by one script call.")
+    dispatcher_id: str = Field("", description="Consumer name in the intake group; random if "
+                               "empty.")
+    idle_poll_ms: float = Field(10, gt=0, description="Pause when every worker slot is taken.")
+    ops_host: str = Field("127.0.0.1", validation_alias="DAM_DISPATCHER_HOST",
+                          description="Address of /healthz, /readyz, /metrics.")
+    ops_port: int = Field(8081, ge=0, le=65535, validation_alias="DAM_DISPATCHER_PORT",
+                          description="Port of /healthz, /readyz, /metrics (0: off).")

@@ -1,0 +1,1 @@
+"""The ingress: answers every request fast, admits what the dam can take."""

@@ -1,0 +1,109 @@
+"""The ingress application: create_app(settings) wires clients, routes and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from dam_common.connection import TRANSIENT_REDIS_ERRORS, ensure_groups, make_redis
+from dam_common.probes import Readiness, add_probe_routes
+from dam_common.runtime import default_consumer_name
+from dam_common.scripts import LuaScripts
+from dam_ingress.access import AccessPolicy, Client, load_policy, parse_trusted
+from dam_ingress.admission import AdmissionBatcher, DenyCache
+from dam_ingress.handlers import CORE, IngressCore, chat_completions, get_request
+from dam_ingress.replies import ReplyRouter
+from dam_ingress.responses import error_response
+from dam_ingress.settings import IngressSettings
+
+log = logging.getLogger(__name__)
+
+def build_policy(settings: IngressSettings) -> AccessPolicy:
+    """The access policy from settings and the optional limits file (ConfigError if bad)."""
+    return load_policy(
+        settings.config_file,
+        anonymous=Client("anonymous", settings.anon_rate, settings.anon_burst),
+        key_default=Client("key", settings.key_rate, settings.key_burst),
+        trusted=parse_trusted(settings.trusted_proxies),
+    )
+
+
+def _ingress_id(settings: IngressSettings) -> str:
+    return settings.ingress_id or default_consumer_name()
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    core = app[CORE]
+    router_task = asyncio.create_task(core.router.run(), name="reply-router")
+    probe_task = asyncio.create_task(_probe_loop(core), name="redis-probe")
+    yield
+    for task in (router_task, probe_task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await core.batcher.close()
+    await core.redis.aclose()
+    await core.blocking_redis.aclose()
+
+
+async def _probe_loop(core: IngressCore) -> None:
+    """Keep readiness true to Redis: ping, and load scripts and groups once reachable."""
+    while True:
+        try:
+            await core.redis.ping()
+            if not core.readiness.scripts_loaded:
+                await core.scripts.load()
+                await ensure_groups(core.redis, core.settings.keys)
+                core.readiness.scripts_loaded = True
+            core.readiness.mark_ok()
+        except TRANSIENT_REDIS_ERRORS as exc:
+            core.readiness.mark_down(exc)
+        await asyncio.sleep(1.0)
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """aiohttp's own 4xx (unknown route, wrong method, body too large) as OpenAI-style errors."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, exc.text or "request body too large",
+                              "invalid_request_error", "body_too_large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason, "invalid_request_error",
+                              exc.reason.lower().replace(" ", "_"))
+
+
+def create_app(settings: IngressSettings, policy: AccessPolicy | None = None) -> web.Application:
+    """The ingress app; Redis clients live as long as the app (cleanup context)."""
+    readiness = Readiness()
+    redis = make_redis(settings.redis_url, name="dam-ingress")
+    blocking = make_redis(settings.redis_url, max_connections=2, socket_timeout=None,
+                          name="dam-ingress-replies")
+    scripts = LuaScripts(redis, settings)
+    ingress_id = _ingress_id(settings)
+    core = IngressCore(
+        settings=settings,
+        policy=policy or build_policy(settings),
+        redis=redis,
+        blocking_redis=blocking,
+        scripts=scripts,
+        batcher=AdmissionBatcher(scripts),
+        deny_cache=DenyCache(settings.deny_cache_ms),
+        router=ReplyRouter(blocking, settings.keys.reply(ingress_id), readiness),
+        readiness=readiness,
+        ingress_id=ingress_id,
+    )
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[openai_errors])
+    app[CORE] = core
+    app.cleanup_ctx.append(_redis_ctx)
+    add_probe_routes(app, readiness)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/requests/{rid}", get_request)
+    return app

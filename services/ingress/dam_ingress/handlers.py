@@ -1,0 +1,230 @@
+"""HTTP handlers: thin translations between requests and the admission / reply core."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+
+from dam_common.codes import AdmitCode, AdmitResult
+from dam_common.connection import TRANSIENT_REDIS_ERRORS
+from dam_common.entries import Field, ReplyKind
+from dam_common.probes import Readiness
+from dam_common.records import REQUEST_ID, read_request
+from dam_common.scripts import AdmitParams, LuaScripts
+from dam_ingress.access import AccessPolicy, Client, Unauthorized
+from dam_ingress.admission import AdmissionBatcher, DenyCache, monotonic
+from dam_ingress.metrics import (
+    ADMISSION_SECONDS,
+    DENY_CACHE_HITS,
+    END_TO_END_SECONDS,
+    REQUESTS,
+    WAITING,
+)
+from dam_ingress.replies import Reply, ReplyRouter
+from dam_ingress.responses import error_response, rejection
+from dam_ingress.settings import IngressSettings
+from dam_ingress.validation import InvalidRequest, parse_chat_request
+
+KEEPALIVE_S = 5.0
+
+
+@dataclass
+class IngressCore:
+    """Everything a handler needs, built once by create_app."""
+
+    settings: IngressSettings
+    policy: AccessPolicy
+    redis: Redis
+    blocking_redis: Redis
+    scripts: LuaScripts
+    batcher: AdmissionBatcher
+    deny_cache: DenyCache
+    router: ReplyRouter
+    readiness: Readiness
+    ingress_id: str
+
+    def params(self, client: Client) -> AdmitParams:
+        """Admission parameters for one client."""
+        s = self.settings
+        return AdmitParams(client.rate, client.burst, s.intake_rate, s.intake_burst,
+                           s.backlog_cap, s.intake_maxlen, int(s.queue_deadline_s * 1000))
+
+
+CORE = web.AppKey("core", IngressCore)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions: identify, deny fast, validate, admit, then answer."""
+    core = request.app[CORE]
+    try:
+        client = core.policy.resolve(request.headers.get("Authorization"), request.remote,
+                                     request.headers.get("X-Forwarded-For"))
+    except Unauthorized:
+        REQUESTS.labels("unauthorized").inc()
+        return error_response(401, "Invalid or missing API key.", "invalid_request_error",
+                              "invalid_api_key")
+    cached = core.deny_cache.check(client.identity, monotonic())
+    if cached is not None:
+        DENY_CACHE_HITS.inc()
+        REQUESTS.labels("rejected_rate_limit").inc()
+        return rejection(cached, client.burst)
+    try:
+        raw = await _read_body(request, core)
+        chat, body = parse_chat_request(raw, core.settings.max_tokens_cap)
+    except InvalidRequest as exc:
+        REQUESTS.labels("bad_request").inc()
+        return error_response(400, str(exc), "invalid_request_error", exc.code, exc.param)
+    fields = {Field.BODY: body.decode(), Field.INGRESS: core.ingress_id,
+              Field.CLIENT: client.identity, Field.STREAM: "1" if chat.stream else "0"}
+    started = time.perf_counter()
+    try:
+        result = await core.batcher.admit(client.identity, core.params(client), fields)
+    except TRANSIENT_REDIS_ERRORS as exc:
+        core.readiness.mark_down(exc)
+        REQUESTS.labels("unavailable").inc()
+        return error_response(503, "The queue is unreachable; retry shortly.",
+                              "server_unavailable", "dam_unavailable", headers={"Retry-After": "1"})
+    ADMISSION_SECONDS.observe(time.perf_counter() - started)
+    if result.code is not AdmitCode.ADMITTED:
+        return _rejected(core, client, result)
+    REQUESTS.labels("accepted").inc()
+    if "respond-async" in request.headers.get("Prefer", ""):
+        return _accepted(result.rid, result.backlog, "queued")
+    if chat.stream:
+        return await _stream_answer(request, core, result)
+    return await _wait_answer(core, result, started)
+
+
+async def _read_body(request: web.Request, core: IngressCore) -> bytes:
+    limit = core.settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    return await request.read()
+
+
+def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:
+    if result.code is AdmitCode.RATE_LIMITED:
+        core.deny_cache.remember(client.identity, result, monotonic())
+        REQUESTS.labels("rejected_rate_limit").inc()
+    else:
+        REQUESTS.labels("rejected_backlog").inc()
+    return rejection(result, client.burst)
+
+
+def _accepted(rid: str, position: int, status: str) -> web.Response:
+    body = {"id": rid, "object": "dam.request", "status": status, "position": position}
+    headers = {"Location": f"/v1/requests/{rid}", "x-dam-request-id": rid}
+    return web.json_response(body, status=202, headers=headers)
+
+
+async def _next_terminal(queue: asyncio.Queue[Reply]) -> Reply:
+    while True:
+        reply = await queue.get()
+        if reply.kind is not ReplyKind.CHUNK:
+            return reply
+
+
+async def _wait_answer(core: IngressCore, result: AdmitResult, started: float) -> web.Response:
+    """Hold the caller until its completion arrives, or hand it a 202 when the wait runs out."""
+    rid = result.rid
+    queue = core.router.subscribe(rid)
+    WAITING.inc()
+    try:
+        reply = await asyncio.wait_for(_next_terminal(queue), core.settings.wait_timeout_s)
+    except TimeoutError:
+        return _accepted(rid, result.backlog, "queued")
+    finally:
+        core.router.unsubscribe(rid)
+        WAITING.dec()
+    END_TO_END_SECONDS.observe(time.perf_counter() - started)
+    return _terminal_response(rid, reply)
+
+
+def _terminal_response(rid: str, reply: Reply) -> web.Response:
+    headers = {"x-dam-request-id": rid}
+    if reply.kind is ReplyKind.COMPLETED:
+        return web.Response(body=reply.data, content_type="application/json", headers=headers)
+    if reply.kind is ReplyKind.FAILED:
+        return error_response(502, f"The model backend failed: {reply.data}", "upstream_error",
+                              "backend_failed", headers=headers)
+    return error_response(504, "The request waited past its deadline and was not run.",
+                          "timeout", "deadline_exceeded", headers=headers)
+
+
+def _sse_error(message: str, err_type: str, code: str, rid: str) -> bytes:
+    doc = {"error": {"message": message, "type": err_type, "code": code, "request_id": rid}}
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
+async def _stream_answer(request: web.Request, core: IngressCore,
+                         result: AdmitResult) -> web.StreamResponse:
+    """Server-sent events in OpenAI's chunk format, relayed as the worker produces them."""
+    rid = result.rid
+    queue = core.router.subscribe(rid)
+    WAITING.inc()
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "x-dam-request-id": rid})
+    try:
+        await resp.prepare(request)
+        await resp.write(f": queued id={rid} position={result.backlog}\n\n".encode())
+        await _relay(resp, queue, rid, core.settings.wait_timeout_s)
+    finally:
+        core.router.unsubscribe(rid)
+        WAITING.dec()
+    return resp
+
+
+async def _relay(resp: web.StreamResponse, queue: asyncio.Queue[Reply], rid: str,
+                 timeout_s: float) -> None:
+    """Write chunks until a terminal message; a silence longer than timeout_s ends the stream."""
+    silent_since = time.monotonic()
+    while True:
+        try:
+            reply = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+        except TimeoutError:
+            if time.monotonic() - silent_since > timeout_s:
+                await resp.write(_sse_error(
+                    f"No answer within {timeout_s:.0f}s; fetch it at /v1/requests/{rid}.",
+                    "timeout", "wait_timeout", rid))
+                break
+            await resp.write(b": waiting\n\n")
+            continue
+        silent_since = time.monotonic()
+        if reply.kind is ReplyKind.CHUNK:
+            await resp.write(b"data: " + reply.data.encode() + b"\n\n")
+        elif reply.kind is ReplyKind.COMPLETED:
+            break
+        elif reply.kind is ReplyKind.FAILED:
+            await resp.write(_sse_error(f"The model backend failed: {reply.data}",
+                                        "upstream_error", "backend_failed", rid))
+            break
+        else:
+            await resp.write(_sse_error("The request waited past its deadline and was not run.",
+                                        "timeout", "deadline_exceeded", rid))
+            break
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+
+
+async def get_request(request: web.Request) -> web.Response:
+    """GET /v1/requests/{id}: queued (with position), running or terminal."""
+    core = request.app[CORE]
+    rid = request.match_info["rid"]
+    if not REQUEST_ID.match(rid):
+        return error_response(400, f"'{rid[:64]}' is not a request id (expected <ms>-<seq>).",
+                              "invalid_request_error", "invalid_request_id")
+    try:
+        view = await read_request(core.redis, core.settings.keys, rid)
+    except TRANSIENT_REDIS_ERRORS:
+        return error_response(503, "The queue is unreachable; retry shortly.",
+                              "server_unavailable", "dam_unavailable", headers={"Retry-After": "1"})
+    if view is None:
+        return error_response(404, f"No request {rid} (never admitted, or its record expired).",
+                              "invalid_request_error", "request_not_found")
+    return web.json_response(view.to_json())

@@ -1,0 +1,54 @@
+"""OpenAI-style error bodies and the rate-limit headers of 429 / 503 answers."""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from dam_common.codes import AdmitCode, AdmitResult
+
+MAX_RETRY_AFTER_S = 60
+
+
+def error_response(status: int, message: str, err_type: str, code: str,
+                   param: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    """`{"error": {"message", "type", "code", "param"}}` with the given status."""
+    body = {"error": {"message": message, "type": err_type, "code": code, "param": param}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def retry_after_s(result: AdmitResult) -> int:
+    """Seconds a rejected client should wait, from the bucket or the current drain rate."""
+    if result.code is AdmitCode.BACKLOG_FULL:
+        # Time for today's backlog to clear at the rate it drained over the last second.
+        drain = max(result.drain_per_s, 1)
+        return min(MAX_RETRY_AFTER_S, max(1, math.ceil(result.backlog / drain)))
+    return min(MAX_RETRY_AFTER_S, max(1, math.ceil(result.retry_ms / 1000)))
+
+
+def rate_limit_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
+    """OpenAI's x-ratelimit-*-requests headers."""
+    return {
+        "x-ratelimit-limit-requests": str(limit),
+        "x-ratelimit-remaining-requests": str(max(0, remaining)),
+        "x-ratelimit-reset-requests": f"{max(0, reset_ms) / 1000:.3f}s",
+    }
+
+
+def rejection(result: AdmitResult, burst: int) -> web.Response:
+    """The 429 or 503 answer for a rejected admission."""
+    retry = retry_after_s(result)
+    if result.code is AdmitCode.RATE_LIMITED:
+        headers = {"Retry-After": str(retry),
+                   **rate_limit_headers(burst, result.remaining, result.reset_ms)}
+        return error_response(429, f"Rate limit reached: retry in {retry}s.", "requests",
+                              "rate_limit_exceeded", headers=headers)
+    if result.code is AdmitCode.INTAKE_RATE:
+        return error_response(503, "The service is taking in requests at its limit; retry "
+                              f"in {retry}s.", "server_overloaded", "intake_rate_exceeded",
+                              headers={"Retry-After": str(retry)})
+    return error_response(503, f"The queue is full ({result.backlog} waiting); retry in "
+                          f"{retry}s.", "server_overloaded", "backlog_full",
+                          headers={"Retry-After": str(retry)})

@@ -1,0 +1,39 @@
+"""Worker settings: DAM_* environment variables, read once in main."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from dam_common.settings import CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    """Every knob of the worker, with its default."""
+
+    worker_capacity: int = Field(4, ge=1, description="Concurrent backend calls (slots).")
+    worker_id: str = Field("", description="Consumer name in the work group; random if empty.")
+    llm_base_url: str = Field("http://127.0.0.1:8090/v1", description="OpenAI-compatible "
+                              "backend; /chat/completions is appended.")
+    llm_api_key: str = Field("", description="Bearer key sent to the backend (never logged).")
+    llm_model_map: dict[str, str] = Field(default_factory=dict, description="JSON object "
+                                          "mapping client model names to backend ones.")
+    llm_timeout_s: float = Field(120, gt=0, description="Total time of one backend call.")
+    llm_connect_timeout_s: float = Field(5, gt=0, description="Connect timeout to the backend.")
+    llm_max_attempts: int = Field(3, ge=1, description="Tries per delivery on transient errors "
+                                  "(connect, timeout, 429, 5xx).")
+    llm_backoff_base_s: float = Field(0.2, gt=0, description="Exponential backoff base "
+                                      "(with full jitter).")
+    llm_backoff_max_s: float = Field(5, gt=0, description="Longest wait between tries, "
+                                     "Retry-After included.")
+    visibility_timeout_s: float = Field(30, gt=0, description="An entry idle this long in a "
+                                        "worker's hands is reclaimed by another worker.")
+    max_deliveries: int = Field(3, ge=1, description="Deliveries before an entry is "
+                                "dead-lettered.")
+    heartbeat_ttl_s: float = Field(5, gt=0, description="A worker silent this long loses its "
+                                   "capacity from the credits.")
+    shutdown_grace_s: float = Field(20, ge=0, description="On SIGTERM, time to finish in-flight "
+                                    "work before handing it back.")
+    ops_host: str = Field("127.0.0.1", validation_alias="DAM_WORKER_HOST",
+                          description="Address of /healthz, /readyz, /metrics.")
+    ops_port: int = Field(8082, ge=0, le=65535, validation_alias="DAM_WORKER_PORT",
+                          description="Port of /healthz, /readyz, /metrics (0: off).")

@@ -1,0 +1,1 @@
+"""A small OpenAI-compatible backend for the demo, the tests and the benchmarks."""

@@ -1,0 +1,141 @@
+"""The mock's HTTP app and the statistics tests read to see exactly what reached the backend."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from dam_mock_llm.settings import MockSettings
+
+
+@dataclass
+class Stats:
+    """What the backend saw: totals, concurrency, and starts per wall-clock second."""
+
+    requests_total: int = 0
+    inflight: int = 0
+    max_inflight: int = 0
+    errors_injected: int = 0
+    started_per_second: dict[int, int] = field(default_factory=dict)
+
+    def started(self) -> None:
+        """Count a request that began."""
+        self.requests_total += 1
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        sec = int(time.time())
+        self.started_per_second[sec] = self.started_per_second.get(sec, 0) + 1
+        if len(self.started_per_second) > 3600:
+            del self.started_per_second[min(self.started_per_second)]
+
+    def reset(self) -> None:
+        """Zero the counters; requests still running stay counted as in flight."""
+        self.requests_total = self.errors_injected = 0
+        self.max_inflight = self.inflight
+        self.started_per_second.clear()
+
+    def to_json(self) -> dict[str, Any]:
+        """The /stats body."""
+        return {
+            "requests_total": self.requests_total,
+            "inflight": self.inflight,
+            "max_inflight": self.max_inflight,
+            "max_started_per_second": max(self.started_per_second.values(), default=0),
+            "errors_injected": self.errors_injected,
+        }
+
+
+SETTINGS = web.AppKey("settings", MockSettings)
+STATS = web.AppKey("stats", Stats)
+
+
+def _answer_tokens(body: dict[str, Any], settings: MockSettings) -> list[str]:
+    cap = body.get("max_tokens") or body.get("max_completion_tokens") or settings.tokens
+    n = max(1, min(settings.tokens, int(cap)))
+    return [f"tok{i} " for i in range(n)]
+
+
+def _chunk(cid: str, model: str, created: int, delta: dict[str, Any],
+           finish: str | None) -> bytes:
+    doc = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions, streamed or not, after the configured latency."""
+    settings, stats = request.app[SETTINGS], request.app[STATS]
+    try:
+        body = orjson.loads(await request.read())
+        assert isinstance(body, dict) and isinstance(body.get("messages"), list)
+    except (orjson.JSONDecodeError, AssertionError):
+        return web.json_response({"error": {"message": "bad request", "type": "invalid_request",
+                                            "code": "bad_request"}}, status=400)
+    stats.started()
+    try:
+        if random.random() < settings.error_rate:
+            stats.errors_injected += 1
+            headers = {}
+            if settings.retry_after_s is not None:
+                headers["Retry-After"] = str(settings.retry_after_s)
+            return web.json_response({"error": {"message": "injected failure",
+                                                "type": "server_error", "code": "mock"}},
+                                     status=settings.status, headers=headers)
+        tokens = _answer_tokens(body, settings)
+        model = str(body.get("model", "mock"))
+        cid, created = f"chatcmpl-mock{stats.requests_total}", int(time.time())
+        await asyncio.sleep(settings.ttft_ms / 1000)
+        if body.get("stream"):
+            return await _stream(request, settings, tokens, cid, model, created)
+        await asyncio.sleep(len(tokens) / settings.tokens_per_s)
+        usage = {"prompt_tokens": 8, "completion_tokens": len(tokens),
+                 "total_tokens": 8 + len(tokens)}
+        return web.json_response({
+            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "".join(tokens)}}],
+            "usage": usage})
+    finally:
+        stats.inflight -= 1
+
+
+async def _stream(request: web.Request, settings: MockSettings, tokens: list[str], cid: str,
+                  model: str, created: int) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(_chunk(cid, model, created, {"role": "assistant", "content": ""}, None))
+    for tok in tokens:
+        await resp.write(_chunk(cid, model, created, {"content": tok}, None))
+        await asyncio.sleep(1 / settings.tokens_per_s)
+    await resp.write(_chunk(cid, model, created, {}, "stop"))
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """GET /stats."""
+    return web.json_response(request.app[STATS].to_json())
+
+
+async def reset_stats(request: web.Request) -> web.Response:
+    """POST /stats/reset: zero everything but the requests in flight."""
+    request.app[STATS].reset()
+    return web.json_response({"reset": True})
+
+
+def create_app(settings: MockSettings) -> web.Application:
+    """The mock backend app."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[SETTINGS] = settings
+    app[STATS] = Stats()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/stats", get_stats)
+    app.router.add_post("/stats/reset", reset_stats)
+    return app
