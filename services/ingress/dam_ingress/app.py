@@ -38,21 +38,24 @@ def _ingress_id(settings: IngressSettings) -> str:
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     core = app[CORE]
-    router_task = asyncio.create_task(core.router.run(), name="reply-router")
-    probe_task = asyncio.create_task(_probe_loop(core), name="redis-probe")
+    stop = asyncio.Event()
+    tasks = {asyncio.create_task(core.router.run(stop), name="reply-router"),
+             asyncio.create_task(_probe_loop(core, stop), name="redis-probe")}
     yield
-    for task in (router_task, probe_task):
+    # Loops end on `stop`; the cancel is for a loop caught in a Redis call. redis-py can
+    # swallow a cancellation mid-command, so the loops must not rely on it alone.
+    stop.set()
+    for task in tasks:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await asyncio.wait(tasks, timeout=3.0)
     await core.batcher.close()
     await core.redis.aclose()
     await core.blocking_redis.aclose()
 
 
-async def _probe_loop(core: IngressCore) -> None:
+async def _probe_loop(core: IngressCore, stop: asyncio.Event) -> None:
     """Keep readiness true to Redis: ping, and load scripts and groups once reachable."""
-    while True:
+    while not stop.is_set():
         try:
             await core.redis.ping()
             if not core.readiness.scripts_loaded:
@@ -62,7 +65,8 @@ async def _probe_loop(core: IngressCore) -> None:
             core.readiness.mark_ok()
         except TRANSIENT_REDIS_ERRORS as exc:
             core.readiness.mark_down(exc)
-        await asyncio.sleep(1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
 
 
 @web.middleware

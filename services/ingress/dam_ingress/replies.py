@@ -59,10 +59,10 @@ class ReplyRouter:
         """Requests currently waiting for an answer."""
         return len(self._waiters)
 
-    async def run(self) -> None:
-        """Read the reply stream until cancelled, riding out Redis outages."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read the reply stream until `stop` is set, riding out Redis outages."""
         last_id, backoff = "0-0", 0.1
-        while True:
+        while not stop.is_set():
             try:
                 resp = await self._redis.xread({self._stream: last_id}, count=1000, block=1000)
             except TRANSIENT_REDIS_ERRORS as exc:

@@ -6,7 +6,6 @@ so only a dead or frozen worker's entries ever go idle long enough for XAUTOCLAI
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -34,7 +33,7 @@ class Reclaimer:
         """Reset the idle time of entries still being worked on, every third of the timeout."""
         period = max(0.2, self._s.visibility_timeout_s / 3)
         while not self._w.stopping:
-            await asyncio.sleep(period)
+            await self._w.pause(period)
             ids = self._w.held_ids
             if not ids:
                 continue
@@ -48,7 +47,7 @@ class Reclaimer:
         """Every half timeout, take over idle entries while there are free slots."""
         period = max(0.2, self._s.visibility_timeout_s / 2)
         while not self._w.stopping:
-            await asyncio.sleep(period)
+            await self._w.pause(period)
             try:
                 await self.reclaim_once()
             except TRANSIENT_REDIS_ERRORS as exc:

@@ -105,7 +105,7 @@ class Worker:
             await self._drain()
             for task in background:
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.wait(background, timeout=3.0)
             await self._retry_redis(lambda: self.scripts.renew_lease(self.consumer, 0, 0),
                                     attempts=3)
 
@@ -124,7 +124,7 @@ class Worker:
             except TRANSIENT_REDIS_ERRORS as exc:
                 self._readiness.mark_down(exc)
                 self._readiness.scripts_loaded = False
-                await self._pause(backoff)
+                await self.pause(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
@@ -140,7 +140,8 @@ class Worker:
             await self._renew_lease()
             self._readiness.scripts_loaded = True
 
-    async def _pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float) -> None:
+        """Sleep, cut short by stop()."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
@@ -155,7 +156,7 @@ class Worker:
                 self._readiness.mark_ok()
             except TRANSIENT_REDIS_ERRORS as exc:
                 self._readiness.mark_down(exc)
-            await self._pause(self._s.heartbeat_ttl_s / 3)
+            await self.pause(self._s.heartbeat_ttl_s / 3)
 
     async def _drain(self) -> None:
         """Leave the credits at once, finish within the grace period, hand back the rest."""
