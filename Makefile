@@ -17,6 +17,7 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy libs/common/dam_common services
 	$(BIN)/pytest
 
 lint: $(STAMP)

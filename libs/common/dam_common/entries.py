@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Field(StrEnum):
@@ -54,3 +55,8 @@ class WorkItem:
             stream=fields.get(Field.STREAM) == "1",
             accepted_ms=int(fields.get(Field.ACCEPTED_MS, "0") or 0),
         )
+
+
+def stream_entries(resp: Any) -> list[tuple[str, dict[str, str]]]:
+    """Flatten an XREAD / XREADGROUP reply (decoded) into (entry id, fields) pairs."""
+    return [(entry_id, fields or {}) for _, entries in resp or () for entry_id, fields in entries]

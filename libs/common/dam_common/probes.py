@@ -44,7 +44,7 @@ async def healthz(_: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """200 when ready, 503 with the reason otherwise."""
     state = request.app[READINESS_KEY]
-    body = {
+    body: dict[str, bool | str] = {
         "ready": state.ready,
         "redis": state.redis_ok,
         "scripts": state.scripts_loaded,

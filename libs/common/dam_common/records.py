@@ -39,7 +39,7 @@ class RequestView:
 
 async def read_request(redis: Redis, keys: Keys, rid: str) -> RequestView | None:
     """The state of `rid`, or None if it is unknown (never admitted, or its record expired)."""
-    record: dict[str, str] = await redis.hgetall(keys.request(rid))
+    record: dict[str, str] = await redis.hgetall(keys.request(rid))  # type: ignore[assignment]
     if record:
         status = record.get("status", "unknown")
         result = orjson.loads(record["result"]) if "result" in record else None
@@ -53,4 +53,4 @@ async def read_request(redis: Redis, keys: Keys, rid: str) -> RequestView | None
 async def queue_position(redis: Redis, keys: Keys, rid: str) -> int:
     """Entries waiting ahead of `rid` in the intake stream (FIFO order)."""
     ahead = await redis.xrange(keys.intake, "-", f"({rid}", count=POSITION_SCAN_LIMIT)
-    return len(ahead)
+    return len(ahead or ())

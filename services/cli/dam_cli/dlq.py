@@ -14,7 +14,8 @@ from dam_common.settings import CommonSettings
 
 async def list_entries(redis: Redis, settings: CommonSettings, count: int) -> list[dict[str, Any]]:
     """The oldest `count` dead letters, without their bodies."""
-    entries = await redis.xrange(settings.keys.dlq, count=count)
+    entries: list[tuple[str, dict[str, str]]] = await redis.xrange(  # type: ignore[assignment]
+        settings.keys.dlq, count=count)
     return [{"dlq_id": eid, "rid": f.get("rid", ""), "client": f.get("client", ""),
              "deliveries": int(f.get("deliveries", 0)), "last_error": f.get("last_error", "")}
             for eid, f in entries]
@@ -27,11 +28,14 @@ async def replay(redis: Redis, settings: CommonSettings, ids: list[str],
     if bad:
         raise ValueError(f"not a stream id: {', '.join(bad)}")
     if not ids:
-        ids = [eid for eid, _ in await redis.xrange(settings.keys.dlq)]
+        everything: list[tuple[str, dict[str, str]]] = await redis.xrange(  # type: ignore[assignment]
+            settings.keys.dlq)
+        ids = [eid for eid, _ in everything]
     scripts = LuaScripts(redis, settings)
     replayed, missing = [], []
     for dlq_id in ids:
-        found = await redis.xrange(settings.keys.dlq, dlq_id, dlq_id)
+        found: list[tuple[str, dict[str, str]]] = await redis.xrange(  # type: ignore[assignment]
+            settings.keys.dlq, dlq_id, dlq_id)
         if not found:
             missing.append(dlq_id)
             continue

@@ -37,8 +37,10 @@ async def collect(redis: Redis, keys: Keys, interval_s: float = 1.0) -> dict[str
     t0 = time.monotonic()
     sec, usec = await redis.time()
     now_ms = sec * 1000 + usec // 1000
-    leases = await redis.zrangebyscore(keys.worker_leases, now_ms, "+inf", withscores=True)
-    capacity = await redis.hgetall(keys.worker_capacity)
+    leases: list[tuple[str, float]] = await redis.zrangebyscore(  # type: ignore[assignment]
+        keys.worker_leases, now_ms, "+inf", withscores=True)
+    capacity: dict[str, str] = await redis.hgetall(  # type: ignore[assignment]
+        keys.worker_capacity)
     live = {wid: int(capacity.get(wid, 0)) for wid, _ in leases}
     in_flight = await redis.xlen(keys.work)
     doc: dict[str, Any] = {

@@ -89,6 +89,6 @@ class Dispatcher:
     async def sample_backlog(self) -> None:
         """Refresh the backlog gauge every second (XLEN is O(1))."""
         while not self._stop.is_set():
-            with contextlib.suppress(TRANSIENT_REDIS_ERRORS):
+            with contextlib.suppress(*TRANSIENT_REDIS_ERRORS):
                 BACKLOG.set(await self._redis.xlen(self._s.keys.intake))
             await self._sleep(1.0)

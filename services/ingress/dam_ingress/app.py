@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -70,7 +70,9 @@ async def _probe_loop(core: IngressCore, stop: asyncio.Event) -> None:
 
 
 @web.middleware
-async def openai_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def openai_errors(request: web.Request,
+                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                        ) -> web.StreamResponse:
     """aiohttp's own 4xx (unknown route, wrong method, body too large) as OpenAI-style errors."""
     try:
         return await handler(request)

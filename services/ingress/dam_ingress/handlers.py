@@ -79,7 +79,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except InvalidRequest as exc:
         REQUESTS.labels("bad_request").inc()
         return error_response(400, str(exc), "invalid_request_error", exc.code, exc.param)
-    fields = {Field.BODY: body.decode(), Field.INGRESS: core.ingress_id,
+    fields: dict[str, str] = {Field.BODY: body.decode(), Field.INGRESS: core.ingress_id,
               Field.CLIENT: client.identity, Field.STREAM: "1" if chat.stream else "0"}
     started = time.perf_counter()
     try:

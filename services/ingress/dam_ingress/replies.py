@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from dam_common.connection import TRANSIENT_REDIS_ERRORS
-from dam_common.entries import ReplyKind
+from dam_common.entries import ReplyKind, stream_entries
 from dam_common.probes import Readiness
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,9 @@ class ReplyRouter:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.1
-            for _, messages in resp or ():
-                for msg_id, fields in messages:
-                    last_id = msg_id
-                    self._route(fields)
+            for msg_id, fields in stream_entries(resp):
+                last_id = msg_id
+                self._route(fields)
             self._purge_orphans()
 
     def _route(self, fields: dict[str, str]) -> None:

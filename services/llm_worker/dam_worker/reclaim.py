@@ -39,7 +39,7 @@ class Reclaimer:
                 continue
             try:
                 await self._w.redis.xclaim(self._s.keys.work, WORK_GROUP, self._w.consumer,
-                                            min_idle_time=0, message_ids=ids, justid=True)
+                                            min_idle_time=0, message_ids=ids, justid=True)  # type: ignore[arg-type]
             except TRANSIENT_REDIS_ERRORS as exc:
                 log.warning("claim refresh failed", extra={"error": str(exc)})
 

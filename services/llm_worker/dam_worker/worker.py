@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from dam_common.codes import FailCode, FailMode
 from dam_common.connection import TRANSIENT_REDIS_ERRORS, ensure_groups
-from dam_common.entries import ReplyKind, WorkItem
+from dam_common.entries import ReplyKind, WorkItem, stream_entries
 from dam_common.errors import PermanentBackendError, TransientBackendError
 from dam_common.keys import WORK_GROUP
 from dam_common.probes import Readiness
@@ -129,9 +129,8 @@ class Worker:
                 continue
             backoff = 0.1
             self._readiness.mark_ok()
-            for _, entries in resp or ():
-                for entry_id, fields in entries:
-                    self.start(entry_id, fields)
+            for entry_id, fields in stream_entries(resp):
+                self.start(entry_id, fields)
 
     async def _prepare(self) -> None:
         if not self._readiness.scripts_loaded:
