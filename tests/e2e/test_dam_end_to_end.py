@@ -169,3 +169,21 @@ async def test_always_failing_backend_dead_letters_then_replays(stack: DamStack)
     done = await _wait_terminal(ingress, [rid], timeout_s=15)
     assert done[rid]["status"] == "completed"
     assert orjson.loads(_dam(stack, "dlq", "list", "--json").stdout) == []
+
+
+async def test_sigterm_hands_unfinished_work_back(stack: DamStack) -> None:
+    mock = stack.mock_llm("--ttft-ms", "3000", "--tokens", "1")
+    ingress = stack.ingress(**OPEN_LIMITS)
+    stack.dispatcher(DAM_DISPATCH_RATE="0")
+    leaving = stack.worker(mock, "leaving", DAM_SHUTDOWN_GRACE_S="0.5")
+    accepted = await _post_all(ingress, 2, {"Prefer": "respond-async"})
+    rids = [body["id"] for _, _, body in accepted]
+    for _ in range(100):
+        if get_json(f"{mock.url}/stats")["inflight"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    leaving.process.terminate()
+    assert leaving.process.wait(10) == 0  # exits by itself, well before the 3 s generations end
+    stack.worker(mock, "staying")
+    done = await _wait_terminal(ingress, rids, timeout_s=20)
+    assert {v["status"] for v in done.values()} == {"completed"} and len(done) == 2

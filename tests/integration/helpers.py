@@ -9,7 +9,7 @@ T0 = 1_700_000_000_000
 OPEN = AdmitParams(1000, 1000, 0, 1, 10_000, 20_000, 60_000)
 
 
-async def admit_n(scripts: LuaScripts, n: int, now_ms: int = T0, ingress: str = "i1",
+async def admit_n(scripts: LuaScripts, n: int, now_ms: int | None = T0, ingress: str = "i1",
                   deadline_ms: int = 60_000) -> list[str]:
     """Admit n requests from distinct clients; returns their request ids."""
     params = AdmitParams(1000, 1000, 0, 1, 10_000, 20_000, deadline_ms)
