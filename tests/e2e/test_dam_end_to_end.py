@@ -51,6 +51,16 @@ async def _wait_terminal(ingress: Proc, rids: list[str], timeout_s: float = 30
     return done
 
 
+async def _backend_inflight_reaches(mock: Proc, n: int, timeout_s: float = 5.0) -> bool:
+    """True once the mock reports `n` generations running at the same time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if get_json(f"{mock.url}/stats")["inflight"] == n:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def test_200_concurrent_requests_never_exceed_worker_slots(stack: DamStack) -> None:
     mock = stack.mock_llm("--ttft-ms", "300", "--tokens", "1", "--tokens-per-s", "1000")
     ingress = stack.ingress(**OPEN_LIMITS, DAM_WAIT_TIMEOUT_S="60")
@@ -128,11 +138,7 @@ async def test_killed_workers_entries_are_answered_after_visibility_timeout(
     doomed = stack.worker(mock, "doomed", **fast)
     accepted = await _post_all(ingress, 4, {"Prefer": "respond-async"})
     rids = [body["id"] for _, _, body in accepted]
-    for _ in range(100):
-        if get_json(f"{mock.url}/stats")["inflight"] == 4:
-            break
-        await asyncio.sleep(0.05)
-    assert get_json(f"{mock.url}/stats")["inflight"] == 4  # the doomed worker holds all four
+    assert await _backend_inflight_reaches(mock, 4)  # the doomed worker holds all four
     stack.kill(doomed)
     stack.worker(mock, "rescuer", **fast)
     done = await _wait_terminal(ingress, rids, timeout_s=20)
@@ -178,10 +184,7 @@ async def test_sigterm_hands_unfinished_work_back(stack: DamStack) -> None:
     leaving = stack.worker(mock, "leaving", DAM_SHUTDOWN_GRACE_S="0.5")
     accepted = await _post_all(ingress, 2, {"Prefer": "respond-async"})
     rids = [body["id"] for _, _, body in accepted]
-    for _ in range(100):
-        if get_json(f"{mock.url}/stats")["inflight"] == 2:
-            break
-        await asyncio.sleep(0.05)
+    assert await _backend_inflight_reaches(mock, 2)
     leaving.process.terminate()
     assert leaving.process.wait(10) == 0  # exits by itself, well before the 3 s generations end
     stack.worker(mock, "staying")
