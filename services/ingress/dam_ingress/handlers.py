@@ -19,10 +19,15 @@ from dam_common.scripts import AdmitParams, LuaScripts
 from dam_ingress.access import AccessPolicy, Client, Unauthorized
 from dam_ingress.admission import AdmissionBatcher, DenyCache, monotonic
 from dam_ingress.metrics import (
+    ACCEPTED,
     ADMISSION_SECONDS,
+    BAD_REQUEST,
     DENY_CACHE_HITS,
     END_TO_END_SECONDS,
-    REQUESTS,
+    REJECTED_BACKLOG,
+    REJECTED_RATE_LIMIT,
+    UNAUTHORIZED,
+    UNAVAILABLE,
     WAITING,
 )
 from dam_ingress.replies import Reply, ReplyRouter
@@ -65,19 +70,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         client = core.policy.resolve(request.headers.get("Authorization"), request.remote,
                                      request.headers.get("X-Forwarded-For"))
     except Unauthorized:
-        REQUESTS.labels("unauthorized").inc()
+        UNAUTHORIZED.inc()
         return error_response(401, "Invalid or missing API key.", "invalid_request_error",
                               "invalid_api_key")
     cached = core.deny_cache.check(client.identity, monotonic())
     if cached is not None:
         DENY_CACHE_HITS.inc()
-        REQUESTS.labels("rejected_rate_limit").inc()
+        REJECTED_RATE_LIMIT.inc()
         return rejection(cached, client.burst)
     try:
         raw = await _read_body(request, core)
         chat, body = parse_chat_request(raw, core.settings.max_tokens_cap)
     except InvalidRequest as exc:
-        REQUESTS.labels("bad_request").inc()
+        BAD_REQUEST.inc()
         return error_response(400, str(exc), "invalid_request_error", exc.code, exc.param)
     fields: dict[str, str] = {Field.BODY: body.decode(), Field.INGRESS: core.ingress_id,
               Field.CLIENT: client.identity, Field.STREAM: "1" if chat.stream else "0"}
@@ -86,13 +91,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         result = await core.batcher.admit(client.identity, core.params(client), fields)
     except TRANSIENT_REDIS_ERRORS as exc:
         core.readiness.mark_down(exc)
-        REQUESTS.labels("unavailable").inc()
+        UNAVAILABLE.inc()
         return error_response(503, "The queue is unreachable; retry shortly.",
                               "server_unavailable", "dam_unavailable", headers={"Retry-After": "1"})
     ADMISSION_SECONDS.observe(time.perf_counter() - started)
     if result.code is not AdmitCode.ADMITTED:
         return _rejected(core, client, result)
-    REQUESTS.labels("accepted").inc()
+    ACCEPTED.inc()
     if "respond-async" in request.headers.get("Prefer", ""):
         return _accepted(result.rid, result.backlog, "queued")
     if chat.stream:
@@ -110,9 +115,9 @@ async def _read_body(request: web.Request, core: IngressCore) -> bytes:
 def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:
     if result.code is AdmitCode.RATE_LIMITED:
         core.deny_cache.remember(client.identity, result, monotonic())
-        REQUESTS.labels("rejected_rate_limit").inc()
+        REJECTED_RATE_LIMIT.inc()
     else:
-        REQUESTS.labels("rejected_backlog").inc()
+        REJECTED_BACKLOG.inc()
     return rejection(result, client.burst)
 
 

@@ -21,3 +21,11 @@ END_TO_END_SECONDS = Histogram(
 )
 DENY_CACHE_HITS = Counter("dam_ingress_deny_cache_hits_total", "429s answered locally.")
 WAITING = Gauge("dam_ingress_waiting_requests", "Accepted requests whose caller is waiting.")
+
+# Children bound once: `labels()` takes a lock and a dict lookup, too much for the hot path.
+ACCEPTED = REQUESTS.labels("accepted")
+REJECTED_RATE_LIMIT = REQUESTS.labels("rejected_rate_limit")
+REJECTED_BACKLOG = REQUESTS.labels("rejected_backlog")
+BAD_REQUEST = REQUESTS.labels("bad_request")
+UNAUTHORIZED = REQUESTS.labels("unauthorized")
+UNAVAILABLE = REQUESTS.labels("unavailable")
