@@ -190,3 +190,17 @@ async def test_sigterm_hands_unfinished_work_back(stack: DamStack) -> None:
     stack.worker(mock, "staying")
     done = await _wait_terminal(ingress, rids, timeout_s=20)
     assert {v["status"] for v in done.values()} == {"completed"} and len(done) == 2
+
+
+async def test_idempotent_retry_returns_the_first_answer_without_a_second_call(
+        stack: DamStack) -> None:
+    mock = stack.mock_llm("--ttft-ms", "20", "--tokens", "2")
+    ingress = stack.ingress(**OPEN_LIMITS)
+    stack.dispatcher()
+    stack.worker(mock)
+    [(s1, h1, first)] = await _post_all(ingress, 1, {"Idempotency-Key": "k-1"})
+    [(s2, h2, again)] = await _post_all(ingress, 1, {"Idempotency-Key": "k-1"})
+    assert (s1, s2) == (200, 200)
+    assert h1["x-dam-request-id"] == h2["x-dam-request-id"]
+    assert again == first and h2["x-dam-idempotent-replay"] == "true"
+    assert get_json(f"{mock.url}/stats")["requests_total"] == 1

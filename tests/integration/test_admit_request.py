@@ -96,3 +96,17 @@ async def test_server_clock_is_used_when_no_time_is_given(scripts: LuaScripts, r
     [(_, fields)] = await redis.xrange(settings.keys.intake)
     assert result.code is AdmitCode.ADMITTED
     assert abs(int(fields["accepted_ms"]) // 1000 - sec) <= 1
+
+
+async def test_repeated_idempotency_key_returns_the_original_and_enqueues_nothing(
+        scripts: LuaScripts, redis: Redis, settings: CommonSettings) -> None:
+    p = AdmitParams(10, 5, 0, 1, 100, 200, 60_000, idempotency_ttl_ms=10_000)
+    first = await scripts.admit("c1", p, FIELDS, T0, idempotency_digest="k1")
+    again = await scripts.admit("c1", p, FIELDS, T0 + 5, idempotency_digest="k1")
+    other_client = await scripts.admit("c2", p, FIELDS, T0 + 5, idempotency_digest="k1")
+    assert (again.code, again.rid) == (AdmitCode.DUPLICATE, first.rid)
+    assert other_client.code is AdmitCode.ADMITTED and other_client.rid != first.rid
+    assert await redis.xlen(settings.keys.intake) == 2
+    bucket = await redis.hgetall(settings.keys.client_bucket("c1"))
+    assert float(bucket["tokens"]) == 4  # the repeat was not charged
+    assert 0 < await redis.pttl(settings.keys.idempotency("c1", "k1")) <= 10_000

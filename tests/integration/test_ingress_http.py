@@ -178,3 +178,20 @@ async def test_readyz_turns_ready_once_redis_and_scripts_are(make_client: Client
     assert (await client.get("/healthz")).status == 200
     metrics = await (await client.get("/metrics")).text()
     assert "dam_ingress_requests_total" in metrics
+
+
+async def test_repeated_idempotency_key_gets_the_same_request(make_client: ClientFactory,
+                                                              redis: Redis,
+                                                              settings: CommonSettings) -> None:
+    client = await make_client(anon_rate=100, anon_burst=100)
+    headers = {**ASYNC, "Idempotency-Key": "order-42"}
+    first = await client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    again = await client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert first.status == again.status == 202
+    assert (await first.json())["id"] == (await again.json())["id"]
+    assert again.headers["x-dam-idempotent-replay"] == "true"
+    assert await redis.xlen(settings.keys.intake) == 1
+    bad = await client.post("/v1/chat/completions", json=CHAT,
+                            headers={**ASYNC, "Idempotency-Key": "x" * 300})
+    await _assert_error(bad, 400, "invalid_idempotency_key")
+    assert await redis.xlen(settings.keys.intake) == 1

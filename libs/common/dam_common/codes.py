@@ -13,6 +13,7 @@ class AdmitCode(IntEnum):
     RATE_LIMITED = 1
     INTAKE_RATE = 2
     BACKLOG_FULL = 3
+    DUPLICATE = 4
 
 
 class DispatchCode(IntEnum):
@@ -105,6 +106,8 @@ def parse_admit(raw: list[object]) -> AdmitResult:
                            reset_ms=_num(raw[3]))
     if code is AdmitCode.INTAKE_RATE:
         return AdmitResult(code, retry_ms=_num(raw[1]))
+    if code is AdmitCode.DUPLICATE:
+        return AdmitResult(code, rid=_str(raw[1]))
     return AdmitResult(code, backlog=_num(raw[1]), drain_per_s=_num(raw[2]))
 
 

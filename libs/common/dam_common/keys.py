@@ -78,6 +78,10 @@ class Keys:
         """Token bucket of one client identity (API key name or client address)."""
         return f"{self.base}bucket:client:{identity}"
 
+    def idempotency(self, identity: str, key_digest: str) -> str:
+        """Request id admitted under one client's Idempotency-Key (hashed)."""
+        return f"{self.base}idem:{identity}:{key_digest}"
+
     def request(self, rid: str) -> str:
         """Hash holding a request's state and, once terminal, its result or error."""
         return f"{self.base}req:{rid}"

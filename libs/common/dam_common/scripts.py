@@ -58,6 +58,7 @@ class AdmitParams:
     backlog_cap: int
     stream_maxlen: int
     deadline_ms: int
+    idempotency_ttl_ms: int = 0
 
 
 ScriptCall = tuple[str, Sequence[str], Sequence[str | int | float]]
@@ -105,22 +106,25 @@ class LuaScripts:
 
     # -- admission -------------------------------------------------------------------------
     def admit_call(self, identity: str, params: AdmitParams, fields: Mapping[str, str],
-                   now_ms: int | None = None) -> ScriptCall:
+                   now_ms: int | None = None, idempotency_digest: str = "") -> ScriptCall:
         """The admission call for one request, to be sent alone or in a batch."""
         k = self._k
-        keys = (k.client_bucket(identity), k.intake_bucket, k.intake, k.drain_window, k.counters)
+        idem_key = k.idempotency(identity, idempotency_digest or "-")
+        idem_ttl = params.idempotency_ttl_ms if idempotency_digest else 0
+        keys = (k.client_bucket(identity), k.intake_bucket, k.intake, k.drain_window, k.counters,
+                idem_key)
         args: list[str | int | float] = [
             _now(now_ms), params.rate, params.burst, params.intake_rate, params.intake_burst,
-            params.backlog_cap, params.stream_maxlen, params.deadline_ms,
+            params.backlog_cap, params.stream_maxlen, params.deadline_ms, idem_ttl,
         ]
         for name, value in fields.items():
             args += (name, value)
         return ("admit_request", keys, args)
 
     async def admit(self, identity: str, params: AdmitParams, fields: Mapping[str, str],
-                    now_ms: int | None = None) -> AdmitResult:
+                    now_ms: int | None = None, idempotency_digest: str = "") -> AdmitResult:
         """Admit one request: buckets, backlog cap and XADD in one atomic call."""
-        name, keys, args = self.admit_call(identity, params, fields, now_ms)
+        name, keys, args = self.admit_call(identity, params, fields, now_ms, idempotency_digest)
         return parse_admit(await self.call(name, keys, args))
 
     # -- dispatch --------------------------------------------------------------------------

@@ -80,12 +80,14 @@ class AdmissionBatcher:
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def admit(self, identity: str, params: AdmitParams,
-                    fields: Mapping[str, str]) -> AdmitResult:
+    async def admit(self, identity: str, params: AdmitParams, fields: Mapping[str, str],
+                    idempotency_digest: str = "") -> AdmitResult:
         """Queue one admission for this tick's pipeline and wait for its result."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[AdmitResult] = loop.create_future()
-        self._pending.append((self._scripts.admit_call(identity, params, fields), fut))
+        call = self._scripts.admit_call(identity, params, fields,
+                                        idempotency_digest=idempotency_digest)
+        self._pending.append((call, fut))
         if len(self._pending) >= self._max_batch:
             self._flush()
         elif not self._scheduled:

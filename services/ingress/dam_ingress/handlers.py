@@ -33,7 +33,7 @@ from dam_ingress.metrics import (
 from dam_ingress.replies import Reply, ReplyRouter
 from dam_ingress.responses import error_response, rejection
 from dam_ingress.settings import IngressSettings
-from dam_ingress.validation import InvalidRequest, parse_chat_request
+from dam_ingress.validation import InvalidRequest, idempotency_digest, parse_chat_request
 
 KEEPALIVE_S = 5.0
 
@@ -57,7 +57,8 @@ class IngressCore:
         """Admission parameters for one client."""
         s = self.settings
         return AdmitParams(client.rate, client.burst, s.intake_rate, s.intake_burst,
-                           s.backlog_cap, s.intake_maxlen, int(s.queue_deadline_s * 1000))
+                           s.backlog_cap, s.intake_maxlen, int(s.queue_deadline_s * 1000),
+                           int(s.idempotency_ttl_s * 1000))
 
 
 CORE = web.AppKey("core", IngressCore)
@@ -81,6 +82,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         raw = await _read_body(request, core)
         chat, body = parse_chat_request(raw, core.settings.max_tokens_cap)
+        idem = idempotency_digest(request.headers.get("Idempotency-Key"))
     except InvalidRequest as exc:
         BAD_REQUEST.inc()
         return error_response(400, str(exc), "invalid_request_error", exc.code, exc.param)
@@ -88,13 +90,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
               Field.CLIENT: client.identity, Field.STREAM: "1" if chat.stream else "0"}
     started = time.perf_counter()
     try:
-        result = await core.batcher.admit(client.identity, core.params(client), fields)
+        result = await core.batcher.admit(client.identity, core.params(client), fields, idem)
     except TRANSIENT_REDIS_ERRORS as exc:
         core.readiness.mark_down(exc)
         UNAVAILABLE.inc()
         return error_response(503, "The queue is unreachable; retry shortly.",
                               "server_unavailable", "dam_unavailable", headers={"Retry-After": "1"})
     ADMISSION_SECONDS.observe(time.perf_counter() - started)
+    if result.code is AdmitCode.DUPLICATE:
+        return await _original(core, result.rid)
     if result.code is not AdmitCode.ADMITTED:
         return _rejected(core, client, result)
     ACCEPTED.inc()
@@ -119,6 +123,19 @@ def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Res
     else:
         REJECTED_BACKLOG.inc()
     return rejection(result, client.burst)
+
+
+async def _original(core: IngressCore, rid: str) -> web.Response:
+    """A repeated Idempotency-Key: the original's completion, or its id and state."""
+    view = await read_request(core.redis, core.settings.keys, rid)
+    if view is not None and view.status == "completed":
+        return web.json_response(view.result, headers={"x-dam-request-id": rid,
+                                                       "x-dam-idempotent-replay": "true"})
+    status = view.status if view is not None else "unknown"
+    position = view.position if view is not None and view.position is not None else 0
+    resp = _accepted(rid, position, status)
+    resp.headers["x-dam-idempotent-replay"] = "true"
+    return resp
 
 
 def _accepted(rid: str, position: int, status: str) -> web.Response:

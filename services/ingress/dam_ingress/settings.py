@@ -38,6 +38,9 @@ class IngressSettings(CommonSettings):
                                  "locally, without Redis (0: off).")
     trusted_proxies: str = Field("", description="Comma-separated addresses/CIDRs whose "
                                  "X-Forwarded-For is honoured.")
+    idempotency_ttl_s: float = Field(3600, gt=0, description="A repeated Idempotency-Key "
+                                     "from the same client within this returns the original "
+                                     "request instead of enqueuing again.")
     config_file: Path | None = Field(None, description="TOML file with API keys and limits.")
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import orjson
@@ -34,6 +35,16 @@ class InvalidRequest(Exception):
         super().__init__(message)
         self.code = code
         self.param = param
+
+
+def idempotency_digest(header: str | None) -> str:
+    """SHA-256 of an Idempotency-Key header ('' without one); 1-255 printable ASCII."""
+    if header is None:
+        return ""
+    if not 0 < len(header) <= 255 or not header.isascii() or not header.isprintable():
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 printable ASCII characters",
+                             "invalid_idempotency_key", "Idempotency-Key")
+    return hashlib.sha256(header.encode()).hexdigest()
 
 
 def parse_chat_request(raw: bytes, max_tokens_cap: int) -> tuple[ChatRequest, bytes]:

@@ -9,6 +9,7 @@ KEYS[2]  global intake bucket (hash: tokens, ts)
 KEYS[3]  intake stream
 KEYS[4]  drain window (hash, written by dispatch_entries: w, c, p)
 KEYS[5]  counters (hash of totals, for `dam status`)
+KEYS[6]  idempotency key of this client + Idempotency-Key (string: request id), used if ARGV[9] > 0
 ARGV[1]  now in ms, or '' to use the server clock
 ARGV[2]  client rate (tokens/s, > 0)
 ARGV[3]  client burst (bucket size, >= 1)
@@ -17,13 +18,15 @@ ARGV[5]  intake burst
 ARGV[6]  backlog cap (max entries waiting in the intake stream)
 ARGV[7]  stream MAXLEN ~ safety net (must sit above the backlog cap)
 ARGV[8]  queue deadline in ms from now (the entry expires undispatched after it)
-ARGV[9..] field, value pairs of the entry
+ARGV[9]  idempotency TTL ms (0: the request carries no Idempotency-Key)
+ARGV[10..] field, value pairs of the entry
 
 Reply:
   {0, id, backlog_before, remaining, reset_ms}   admitted
   {1, retry_ms, remaining, reset_ms}             client over its rate
   {2, retry_ms}                                  global intake rate exceeded
   {3, backlog, drain_per_s}                      backlog full
+  {4, original_id}                               same Idempotency-Key seen: nothing enqueued
 ]]
 local now = tonumber(ARGV[1])
 if not now then
@@ -44,6 +47,12 @@ end
 local function store(key, tokens, rate, burst)
   redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', now)
   redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+end
+
+local idem_ttl = tonumber(ARGV[9])
+if idem_ttl > 0 then
+  local original = redis.call('GET', KEYS[6])
+  if original then return {4, original} end
 end
 
 local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -80,9 +89,10 @@ end
 store(KEYS[1], tokens - 1, rate, burst)
 if grate > 0 then store(KEYS[2], gtokens - 1, grate, gburst) end
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'accepted_ms', now,
   'deadline_ms', now + tonumber(ARGV[8]), unpack(fields))
 redis.call('HINCRBY', KEYS[5], 'accepted', 1)
+if idem_ttl > 0 then redis.call('SET', KEYS[6], id, 'PX', idem_ttl) end
 local left = tokens - 1
 return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate)}
