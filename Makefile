@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck clean
+.PHONY: up test chaos lint typecheck clean
+
+CHAOS_DURATION_S ?= 120
+CHAOS_RATE ?= 30
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy libs/common/dam_common services
 	$(BIN)/pytest
+
+# The chaos scenarios for minutes each; prints a reconciliation table per scenario.
+chaos: $(STAMP)
+	DAM_CHAOS_DURATION_S=$(CHAOS_DURATION_S) DAM_CHAOS_RATE=$(CHAOS_RATE) \
+		$(BIN)/pytest tests/chaos -s -q -o timeout=3600
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -26,6 +26,9 @@ class Proc:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    ready_path: str = "/readyz"
 
     @property
     def url(self) -> str:
@@ -51,14 +54,23 @@ class DamStack:
         with open(log, "ab") as out:
             process = subprocess.Popen([sys.executable, "-m", "dam_cli", *args], env=full_env,
                                        stdout=out, stderr=subprocess.STDOUT)
-        proc = Proc(name, process, port, log)
+        proc = Proc(name, process, port, log, args, full_env)
         self.procs.append(proc)
         return proc
+
+    def restart(self, proc: Proc, wait: bool = True) -> None:
+        """Start a stopped or killed service again, same command, port and environment."""
+        with open(proc.log, "ab") as out:
+            proc.process = subprocess.Popen([sys.executable, "-m", "dam_cli", *proc.args],
+                                            env=proc.env, stdout=out, stderr=subprocess.STDOUT)
+        if wait:
+            wait_http(f"{proc.url}{proc.ready_path}", proc)
 
     def mock_llm(self, *flags: str, port: int | None = None) -> Proc:
         """The mock backend, e.g. mock_llm("--ttft-ms", "300")."""
         port = port or free_port()
         proc = self._spawn("mock-llm", ["mock-llm", "--port", str(port), *flags], {}, port)
+        proc.ready_path = "/stats"
         wait_http(f"{proc.url}/stats", proc)
         return proc
 
@@ -88,7 +100,8 @@ class DamStack:
 
     def kill(self, proc: Proc) -> None:
         """SIGKILL, as a crash."""
-        proc.process.send_signal(signal.SIGKILL)
+        if proc.process.poll() is None:
+            proc.process.send_signal(signal.SIGKILL)
         proc.process.wait(10)
 
     def stop_all(self) -> None:

@@ -30,6 +30,8 @@ class CommonSettings(BaseSettings):
     result_ttl_s: float = Field(3600, gt=0, description="How long terminal records stay readable.")
     reply_maxlen: int = Field(10_000, ge=100, description="Cap (~) of each ingress reply stream.")
     reply_ttl_s: float = Field(300, gt=0, description="A reply stream nobody reads expires after.")
+    shutdown_grace_s: float = Field(20, ge=0, description="On SIGTERM, time to finish in-flight "
+                                    "work (answers, generations) before handing it back.")
     dlq_maxlen: int = Field(100_000, ge=100, description="Cap (~) of the dead-letter stream.")
 
     @property

@@ -69,6 +69,11 @@ async def _probe_loop(core: IngressCore, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 1.0)
 
 
+async def _start_draining(app: web.Application) -> None:
+    """SIGTERM: refuse new requests (503) while the waiting ones get their answers."""
+    app[CORE].readiness.draining = True
+
+
 @web.middleware
 async def openai_errors(request: web.Request,
                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -109,6 +114,7 @@ def create_app(settings: IngressSettings, policy: AccessPolicy | None = None) ->
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[openai_errors])
     app[CORE] = core
     app.cleanup_ctx.append(_redis_ctx)
+    app.on_shutdown.append(_start_draining)
     add_probe_routes(app, readiness)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/requests/{rid}", get_request)

@@ -67,6 +67,10 @@ CORE = web.AppKey("core", IngressCore)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions: identify, deny fast, validate, admit, then answer."""
     core = request.app[CORE]
+    if core.readiness.draining:
+        UNAVAILABLE.inc()
+        return error_response(503, "This ingress is shutting down; retry.", "server_unavailable",
+                              "shutting_down", headers={"Retry-After": "1", "Connection": "close"})
     try:
         client = core.policy.resolve(request.headers.get("Authorization"), request.remote,
                                      request.headers.get("X-Forwarded-For"))
@@ -205,7 +209,7 @@ async def _stream_answer(request: web.Request, core: IngressCore,
 async def _relay(resp: web.StreamResponse, queue: asyncio.Queue[Reply], rid: str,
                  timeout_s: float) -> None:
     """Write chunks until a terminal message; a silence longer than timeout_s ends the stream."""
-    silent_since = time.monotonic()
+    silent_since, delivery = time.monotonic(), ""
     while True:
         try:
             reply = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
@@ -219,6 +223,14 @@ async def _relay(resp: web.StreamResponse, queue: asyncio.Queue[Reply], rid: str
             continue
         silent_since = time.monotonic()
         if reply.kind is ReplyKind.CHUNK:
+            if delivery and reply.delivery != delivery:
+                # The worker streaming this died and a peer started over: relaying its chunks
+                # would repeat tokens. The client gets the full completion by id instead.
+                await resp.write(_sse_error(
+                    f"The stream was interrupted; fetch the answer at /v1/requests/{rid}.",
+                    "server_error", "stream_interrupted", rid))
+                break
+            delivery = reply.delivery
             await resp.write(b"data: " + reply.data.encode() + b"\n\n")
         elif reply.kind is ReplyKind.COMPLETED:
             break

@@ -22,4 +22,4 @@ def run(settings: IngressSettings) -> None:
     app = create_app(settings, policy)
     log.info("ingress listening", extra={"host": settings.host, "port": settings.port})
     web.run_app(app, host=settings.host, port=settings.port, access_log=None,
-                print=None, shutdown_timeout=10.0, backlog=2048)
+                print=None, shutdown_timeout=settings.shutdown_grace_s, backlog=2048)

@@ -28,6 +28,7 @@ class Reply:
 
     kind: ReplyKind
     data: str
+    delivery: str = ""  # which delivery of the request produced a chunk
 
 
 class ReplyRouter:
@@ -79,7 +80,8 @@ class ReplyRouter:
     def _route(self, fields: dict[str, str]) -> None:
         rid = fields.get("rid", "")
         try:
-            reply = Reply(ReplyKind(fields.get("kind", "")), fields.get("data", ""))
+            reply = Reply(ReplyKind(fields.get("kind", "")), fields.get("data", ""),
+                          fields.get("delivery", ""))
         except ValueError:
             log.warning("unknown reply kind", extra={"rid": rid, "kind": fields.get("kind")})
             return

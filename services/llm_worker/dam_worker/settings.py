@@ -31,8 +31,6 @@ class WorkerSettings(CommonSettings):
                                 "dead-lettered.")
     heartbeat_ttl_s: float = Field(5, gt=0, description="A worker silent this long loses its "
                                    "capacity from the credits.")
-    shutdown_grace_s: float = Field(20, ge=0, description="On SIGTERM, time to finish in-flight "
-                                    "work before handing it back.")
     ops_host: str = Field("127.0.0.1", validation_alias="DAM_WORKER_HOST",
                           description="Address of /healthz, /readyz, /metrics.")
     ops_port: int = Field(8082, ge=0, le=65535, validation_alias="DAM_WORKER_PORT",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -210,10 +211,13 @@ class Worker:
         """Relay chunks to the waiting ingress as they come; retried only before the first."""
         keys, assembler, sent = self._s.keys, StreamAssembler(), 0
         reply = keys.reply(item.ingress)
+        # Tags this delivery's chunks: a reclaimed entry keeps its id, so the ingress needs
+        # this to tell a peer's restart from the same generation going on.
+        delivery = secrets.token_hex(6)
         try:
             async for chunk in self._backend.stream(body):
                 await self._redis.xadd(reply, {"rid": item.rid, "kind": ReplyKind.CHUNK.value,
-                                               "data": chunk},
+                                               "data": chunk, "delivery": delivery},
                                        maxlen=self._s.reply_maxlen, approximate=True)
                 sent += 1
                 assembler.add(chunk)

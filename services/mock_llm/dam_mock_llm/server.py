@@ -51,7 +51,14 @@ class Stats:
         }
 
 
-SETTINGS = web.AppKey("settings", MockSettings)
+@dataclass
+class Behaviour:
+    """The settings in force; POST /config swaps them while the server runs."""
+
+    current: MockSettings
+
+
+SETTINGS = web.AppKey("settings", Behaviour)
 STATS = web.AppKey("stats", Stats)
 
 
@@ -70,7 +77,7 @@ def _chunk(cid: str, model: str, created: int, delta: dict[str, Any],
 
 async def chat(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions, streamed or not, after the configured latency."""
-    settings, stats = request.app[SETTINGS], request.app[STATS]
+    settings, stats = request.app[SETTINGS].current, request.app[STATS]
     try:
         body = orjson.loads(await request.read())
         assert isinstance(body, dict) and isinstance(body.get("messages"), list)
@@ -119,6 +126,22 @@ async def _stream(request: web.Request, settings: MockSettings, tokens: list[str
     return resp
 
 
+async def set_config(request: web.Request) -> web.Response:
+    """POST /config: change behaviour mid-run (error bursts, slow-downs), e.g. {"ttft_ms": 900}."""
+    try:
+        changes = orjson.loads(await request.read())
+        behaviour = request.app[SETTINGS]
+        current = behaviour.current.model_dump()
+        unknown = set(changes) - set(current)
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        behaviour.current = MockSettings.model_validate({**current, **changes})
+    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        return web.json_response({"error": {"message": str(exc), "type": "invalid_request",
+                                            "code": "bad_config"}}, status=400)
+    return web.json_response(behaviour.current.model_dump())
+
+
 async def get_stats(request: web.Request) -> web.Response:
     """GET /stats."""
     return web.json_response(request.app[STATS].to_json())
@@ -133,9 +156,10 @@ async def reset_stats(request: web.Request) -> web.Response:
 def create_app(settings: MockSettings) -> web.Application:
     """The mock backend app."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app[SETTINGS] = settings
+    app[SETTINGS] = Behaviour(settings)
     app[STATS] = Stats()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/stats", get_stats)
     app.router.add_post("/stats/reset", reset_stats)
+    app.router.add_post("/config", set_config)
     return app

@@ -51,4 +51,5 @@ for _, id in ipairs(res[3] or {}) do
   vanished = vanished + 1
 end
 if vanished > 0 then redis.call('HINCRBY', KEYS[3], 'vanished', vanished) end
+if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #claimed) end
 return {res[1], claimed, vanished}

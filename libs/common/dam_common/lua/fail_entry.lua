@@ -50,6 +50,7 @@ for k, v in pairs(fields) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 if mode ~= 'bury' and deliveries < tonumber(ARGV[6]) then
   local wid = redis.call('XADD', KEYS[1], '*', unpack(flat))
   redis.call('HSET', KEYS[5], wid, fields['rid'])
+  redis.call('HINCRBY', KEYS[6], 'requeued', 1)
   return {0, wid}
 end
 
