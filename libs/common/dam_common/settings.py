@@ -27,6 +27,8 @@ class CommonSettings(BaseSettings):
     key_prefix: str = Field("dam:", description="Prefix of every Redis key.")
     pipeline: str = Field("main", min_length=1, description="Hash tag of this pipeline's keys.")
     log_level: str = Field("INFO", description="Python log level of the service.")
+    log_prompts: bool = Field(False, description="Log prompt text (never API keys). Off: logs "
+                              "carry ids, clients, outcomes and timings only.")
     result_ttl_s: float = Field(3600, gt=0, description="How long terminal records stay readable.")
     reply_maxlen: int = Field(10_000, ge=100, description="Cap (~) of each ingress reply stream.")
     reply_ttl_s: float = Field(300, gt=0, description="A reply stream nobody reads expires after.")

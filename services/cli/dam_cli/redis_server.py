@@ -35,13 +35,14 @@ class EmbeddedServer:
     """A server process on 127.0.0.1 with its data (append-only file on) in `data_dir`."""
 
     def __init__(self, port: int, data_dir: Path, appendfsync: str = "everysec",
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise ConfigError("appendfsync must be always, everysec or no")
         self.port = port
         self.data_dir = data_dir
         self.appendfsync = appendfsync
         self.binary = binary or find_server_binary()
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,7 +55,7 @@ class EmbeddedServer:
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.data_dir), "--appendonly", "yes",
                 "--appendfsync", self.appendfsync, "--save", "", "--protected-mode", "yes",
-                "--maxmemory-policy", "noeviction", "--loglevel", "warning"]
+                "--maxmemory-policy", "noeviction", "--loglevel", "warning", *self.extra_args]
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the process and wait until it accepts connections."""

@@ -89,7 +89,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         idem = idempotency_digest(request.headers.get("Idempotency-Key"))
     except InvalidRequest as exc:
         BAD_REQUEST.inc()
-        return error_response(400, str(exc), "invalid_request_error", exc.code, exc.param)
+        return error_response(exc.status, str(exc), "invalid_request_error", exc.code, exc.param)
     fields: dict[str, str] = {Field.BODY: body.decode(), Field.INGRESS: core.ingress_id,
               Field.CLIENT: client.identity, Field.STREAM: "1" if chat.stream else "0"}
     started = time.perf_counter()
@@ -117,7 +117,12 @@ async def _read_body(request: web.Request, core: IngressCore) -> bytes:
     limit = core.settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    return await request.read()
+    try:
+        return await asyncio.wait_for(request.read(), core.settings.client_timeout_s)
+    except TimeoutError:
+        raise InvalidRequest(f"request body not received within "
+                             f"{core.settings.client_timeout_s:g}s", "request_timeout",
+                             status=408) from None
 
 
 def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:

@@ -31,10 +31,12 @@ class ChatRequest(BaseModel):
 class InvalidRequest(Exception):
     """A body the dam refuses; `code` is the OpenAI-style error code."""
 
-    def __init__(self, message: str, code: str, param: str | None = None) -> None:
+    def __init__(self, message: str, code: str, param: str | None = None,
+                 status: int = 400) -> None:
         super().__init__(message)
         self.code = code
         self.param = param
+        self.status = status
 
 
 def idempotency_digest(header: str | None) -> str:

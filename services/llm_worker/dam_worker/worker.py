@@ -233,7 +233,11 @@ class Worker:
             item.entry_id, item.rid, item.ingress, orjson.dumps(completion).decode()))
         if first:
             COMPLETED.inc()
-        log.info("completed", extra={"rid": item.rid, "first": first})
+        extra: dict[str, Any] = {"rid": item.rid, "first": first,
+                                 "queue_wait_ms": int(time.time() * 1000) - item.accepted_ms}
+        if self._s.log_prompts:
+            extra["prompt"] = orjson.loads(item.body).get("messages")
+        log.info("completed", extra=extra)
 
     async def settle_failure(self, item: WorkItem, mode: str, error: str) -> None:
         """Requeue, or dead-letter, an entry whose delivery did not complete."""
