@@ -16,6 +16,7 @@ from dam_common.scripts import LuaScripts
 from dam_ingress.access import AccessPolicy, Client, load_policy, parse_trusted
 from dam_ingress.admission import AdmissionBatcher, DenyCache
 from dam_ingress.handlers import CORE, IngressCore, chat_completions, get_request
+from dam_ingress.openapi import openapi_document
 from dam_ingress.replies import ReplyRouter
 from dam_ingress.responses import error_response
 from dam_ingress.settings import IngressSettings
@@ -91,6 +92,10 @@ async def openai_errors(request: web.Request,
                               exc.reason.lower().replace(" ", "_"))
 
 
+async def _json(doc: dict[str, object]) -> web.Response:
+    return web.json_response(doc)
+
+
 def create_app(settings: IngressSettings, policy: AccessPolicy | None = None) -> web.Application:
     """The ingress app; Redis clients live as long as the app (cleanup context)."""
     readiness = Readiness()
@@ -118,4 +123,6 @@ def create_app(settings: IngressSettings, policy: AccessPolicy | None = None) ->
     add_probe_routes(app, readiness)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/requests/{rid}", get_request)
+    document = openapi_document()
+    app.router.add_get("/openapi.json", lambda _: _json(document))
     return app
