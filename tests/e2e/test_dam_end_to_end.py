@@ -204,3 +204,21 @@ async def test_idempotent_retry_returns_the_first_answer_without_a_second_call(
     assert h1["x-dam-request-id"] == h2["x-dam-request-id"]
     assert again == first and h2["x-dam-idempotent-replay"] == "true"
     assert get_json(f"{mock.url}/stats")["requests_total"] == 1
+
+
+async def test_sigterm_lets_waiting_callers_finish_and_every_service_exit_cleanly(
+        stack: DamStack) -> None:
+    mock = stack.mock_llm("--ttft-ms", "1000", "--tokens", "1")
+    ingress = stack.ingress(**OPEN_LIMITS, DAM_SHUTDOWN_GRACE_S="5")
+    dispatcher = stack.dispatcher()
+    worker = stack.worker(mock)
+    waiting = asyncio.create_task(_post_all(ingress, 3))
+    assert await _backend_inflight_reaches(mock, 3)
+    ingress.process.terminate()
+    answers = await waiting  # the ingress is draining: callers it holds still get answers
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert all(body["object"] == "chat.completion" for _, _, body in answers)
+    assert ingress.process.wait(10) == 0
+    for proc in (dispatcher, worker):
+        proc.process.terminate()
+        assert proc.process.wait(10) == 0
