@@ -47,6 +47,7 @@ raw_bodies = st.one_of(
     st.text(max_size=20).map(lambda s: b'{"model": "a", "model": "b", "messages": '
                              + _dumps(s) + b"}"),
     st.just(b'{"model": "m\x00", "messages": [{"role": "user", "content": "\xff\xfe"}]}'),
+    st.integers(4000, 200_000).map(lambda n: b'{"model": "' + b"a" * n + b'", "messages": []}'),
 )
 
 
