@@ -7,52 +7,19 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
-from dam_common.keys import INTAKE_GROUP, WORK_GROUP, Keys
+from dam_common.keys import Keys
+from dam_common.snapshot import take_snapshot
 
 RATE_FIELDS = ("accepted", "rejected_rate", "rejected_intake", "rejected_backlog",
                "dispatched", "completed", "failed", "expired")
 
 
-async def _group(redis: Redis, stream: str, group: str, now_ms: int) -> dict[str, Any]:
-    info: dict[str, Any] = {"pending": 0, "lag": 0, "oldest_pending_age_s": None}
-    try:
-        groups = await redis.xinfo_groups(stream)
-    except ResponseError:
-        return info
-    for g in groups:
-        if g["name"] == group:
-            info["pending"] = int(g.get("pending", 0))
-            info["lag"] = int(g.get("lag") or 0)
-    summary = await redis.xpending(stream, group)
-    if summary and summary.get("min"):
-        info["oldest_pending_age_s"] = round((now_ms - int(summary["min"].split("-")[0])) / 1000, 1)
-    return info
-
-
 async def collect(redis: Redis, keys: Keys, interval_s: float = 1.0) -> dict[str, Any]:
-    """Backlog, groups, workers, credits, DLQ and rates over `interval_s`."""
+    """The snapshot, plus totals and rates over `interval_s`."""
     before = await redis.hgetall(keys.counters)
     t0 = time.monotonic()
-    sec, usec = await redis.time()
-    now_ms = sec * 1000 + usec // 1000
-    leases: list[tuple[str, float]] = await redis.zrangebyscore(  # type: ignore[assignment]
-        keys.worker_leases, now_ms, "+inf", withscores=True)
-    capacity: dict[str, str] = await redis.hgetall(  # type: ignore[assignment]
-        keys.worker_capacity)
-    live = {wid: int(capacity.get(wid, 0)) for wid, _ in leases}
-    in_flight = await redis.xlen(keys.work)
-    doc: dict[str, Any] = {
-        "intake_backlog": await redis.xlen(keys.intake),
-        "intake_group": await _group(redis, keys.intake, INTAKE_GROUP, now_ms),
-        "work_in_flight": in_flight,
-        "work_group": await _group(redis, keys.work, WORK_GROUP, now_ms),
-        "live_workers": live,
-        "capacity": sum(live.values()),
-        "credits": max(0, sum(live.values()) - in_flight),
-        "dlq_length": await redis.xlen(keys.dlq),
-    }
+    doc = (await take_snapshot(redis, keys)).to_json()
     await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - t0)))
     after = await redis.hgetall(keys.counters)
     elapsed = max(1e-3, time.monotonic() - t0)

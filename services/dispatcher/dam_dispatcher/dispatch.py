@@ -12,7 +12,16 @@ from dam_common.codes import DispatchCode, DispatchResult
 from dam_common.connection import TRANSIENT_REDIS_ERRORS, ensure_groups
 from dam_common.probes import Readiness
 from dam_common.scripts import LuaScripts
-from dam_dispatcher.metrics import BACKLOG, CREDITS, DISPATCHED, EXPIRED, NO_CREDITS, RATE_LIMITED
+from dam_common.snapshot import take_snapshot
+from dam_dispatcher.metrics import (
+    BACKLOG,
+    CREDITS,
+    DISPATCHED,
+    EXPIRED,
+    NO_CREDITS,
+    RATE_LIMITED,
+    record_snapshot,
+)
 from dam_dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger(__name__)
@@ -86,9 +95,9 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def sample_backlog(self) -> None:
-        """Refresh the backlog gauge every second (XLEN is O(1))."""
+    async def sample_pipeline(self) -> None:
+        """Refresh the pipeline gauges every second (a few O(1) reads)."""
         while not self._stop.is_set():
             with contextlib.suppress(*TRANSIENT_REDIS_ERRORS):
-                BACKLOG.set(await self._redis.xlen(self._s.keys.intake))
+                record_snapshot(await take_snapshot(self._redis, self._s.keys))
             await self._sleep(1.0)

@@ -28,7 +28,7 @@ async def serve(settings: DispatcherSettings) -> None:
     if settings.ops_port:
         runner = await start_probe_server(settings.ops_host, settings.ops_port, readiness)
     log.info("dispatcher started", extra={"consumer": consumer, "rate": settings.dispatch_rate})
-    sampler = asyncio.create_task(dispatcher.sample_backlog())
+    sampler = asyncio.create_task(dispatcher.sample_pipeline())
     try:
         await dispatcher.run()
     finally:

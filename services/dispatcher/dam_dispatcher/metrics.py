@@ -1,8 +1,10 @@
-"""Dispatcher metrics."""
+"""Dispatcher metrics: what it does, and the pipeline's state as it reads it every second."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
+
+from dam_common.snapshot import Snapshot
 
 DISPATCHED = Counter("dam_dispatcher_dispatched_total", "Entries moved from intake to work.")
 EXPIRED = Counter("dam_dispatcher_expired_total", "Entries that expired before dispatch.")
@@ -12,3 +14,25 @@ RATE_LIMITED = Counter("dam_dispatcher_rate_limited_total",
 NO_CREDITS = Counter("dam_dispatcher_no_credits_total",
                      "Dispatch calls that found every worker slot taken.")
 BACKLOG = Gauge("dam_dispatcher_intake_backlog", "Entries waiting in the intake stream.")
+IN_FLIGHT = Gauge("dam_pipeline_work_in_flight", "Entries in the work stream (dispatched, "
+                  "not settled).")
+LAG = Gauge("dam_pipeline_consumer_lag", "Entries not yet delivered to the group.", ["stream"])
+PENDING = Gauge("dam_pipeline_pending", "Entries delivered and not acknowledged.", ["stream"])
+OLDEST_PENDING = Gauge("dam_pipeline_oldest_pending_age_seconds",
+                       "Age of the oldest unacknowledged entry (0 when none).", ["stream"])
+LIVE_WORKERS = Gauge("dam_pipeline_live_workers", "Workers whose lease is current.")
+CAPACITY = Gauge("dam_pipeline_capacity", "Slots of the live workers.")
+DLQ_LENGTH = Gauge("dam_pipeline_dlq_length", "Entries in the dead-letter stream.")
+
+
+def record_snapshot(snap: Snapshot) -> None:
+    """Copy a pipeline snapshot into the gauges."""
+    BACKLOG.set(snap.intake_backlog)
+    IN_FLIGHT.set(snap.work_in_flight)
+    for stream, group in (("intake", snap.intake_group), ("work", snap.work_group)):
+        LAG.labels(stream).set(group.lag)
+        PENDING.labels(stream).set(group.pending)
+        OLDEST_PENDING.labels(stream).set(group.oldest_pending_age_s or 0)
+    LIVE_WORKERS.set(len(snap.live_workers))
+    CAPACITY.set(snap.capacity)
+    DLQ_LENGTH.set(snap.dlq_length)
