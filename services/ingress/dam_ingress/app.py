@@ -16,6 +16,7 @@ from dam_common.scripts import LuaScripts
 from dam_ingress.access import AccessPolicy, Client, load_policy, parse_trusted
 from dam_ingress.admission import AdmissionBatcher, DenyCache
 from dam_ingress.handlers import CORE, IngressCore, chat_completions, get_request
+from dam_ingress.metrics import RESPONSES
 from dam_ingress.openapi import openapi_document
 from dam_ingress.replies import ReplyRouter
 from dam_ingress.responses import error_response
@@ -79,21 +80,20 @@ async def _start_draining(app: web.Application) -> None:
 async def openai_errors(request: web.Request,
                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                         ) -> web.StreamResponse:
-    """aiohttp's own 4xx (unknown route, wrong method, body too large) as OpenAI-style errors."""
+    """aiohttp's own 4xx (unknown route, wrong method, body too large) as OpenAI-style errors;
+    every answer counted by status."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, exc.text or "request body too large",
-                              "invalid_request_error", "body_too_large")
+        response = error_response(413, exc.text or "request body too large",
+                                  "invalid_request_error", "body_too_large")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason, "invalid_request_error",
-                              exc.reason.lower().replace(" ", "_"))
-
-
-async def _json(doc: dict[str, object]) -> web.Response:
-    return web.json_response(doc)
+        response = error_response(exc.status, exc.reason, "invalid_request_error",
+                                  exc.reason.lower().replace(" ", "_"))
+    RESPONSES.labels(str(response.status)).inc()
+    return response
 
 
 def create_app(settings: IngressSettings, policy: AccessPolicy | None = None) -> web.Application:
@@ -124,5 +124,9 @@ def create_app(settings: IngressSettings, policy: AccessPolicy | None = None) ->
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/requests/{rid}", get_request)
     document = openapi_document()
-    app.router.add_get("/openapi.json", lambda _: _json(document))
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/openapi.json", openapi)
     return app

@@ -19,16 +19,11 @@ from dam_common.scripts import AdmitParams, LuaScripts
 from dam_ingress.access import AccessPolicy, Client, Unauthorized
 from dam_ingress.admission import AdmissionBatcher, DenyCache, monotonic
 from dam_ingress.metrics import (
-    ACCEPTED,
     ADMISSION_SECONDS,
-    BAD_REQUEST,
     DENY_CACHE_HITS,
     END_TO_END_SECONDS,
-    REJECTED_BACKLOG,
-    REJECTED_RATE_LIMIT,
-    UNAUTHORIZED,
-    UNAVAILABLE,
     WAITING,
+    count,
 )
 from dam_ingress.replies import Reply, ReplyRouter
 from dam_ingress.responses import error_response, rejection
@@ -68,27 +63,27 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions: identify, deny fast, validate, admit, then answer."""
     core = request.app[CORE]
     if core.readiness.draining:
-        UNAVAILABLE.inc()
+        count("unavailable", None)
         return error_response(503, "This ingress is shutting down; retry.", "server_unavailable",
                               "shutting_down", headers={"Retry-After": "1", "Connection": "close"})
     try:
         client = core.policy.resolve(request.headers.get("Authorization"), request.remote,
                                      request.headers.get("X-Forwarded-For"))
     except Unauthorized:
-        UNAUTHORIZED.inc()
+        count("unauthorized", None)
         return error_response(401, "Invalid or missing API key.", "invalid_request_error",
                               "invalid_api_key")
     cached = core.deny_cache.check(client.identity, monotonic())
     if cached is not None:
         DENY_CACHE_HITS.inc()
-        REJECTED_RATE_LIMIT.inc()
+        count("rejected_rate_limit", client.identity)
         return rejection(cached, client.burst)
     try:
         raw = await _read_body(request, core)
         chat, body = parse_chat_request(raw, core.settings.max_tokens_cap)
         idem = idempotency_digest(request.headers.get("Idempotency-Key"))
     except InvalidRequest as exc:
-        BAD_REQUEST.inc()
+        count("bad_request", client.identity)
         return error_response(exc.status, str(exc), "invalid_request_error", exc.code, exc.param)
     fields: dict[str, str] = {Field.BODY: body.decode(), Field.INGRESS: core.ingress_id,
               Field.CLIENT: client.identity, Field.STREAM: "1" if chat.stream else "0"}
@@ -97,15 +92,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         result = await core.batcher.admit(client.identity, core.params(client), fields, idem)
     except TRANSIENT_REDIS_ERRORS as exc:
         core.readiness.mark_down(exc)
-        UNAVAILABLE.inc()
+        count("unavailable", client.identity)
         return error_response(503, "The queue is unreachable; retry shortly.",
                               "server_unavailable", "dam_unavailable", headers={"Retry-After": "1"})
     ADMISSION_SECONDS.observe(time.perf_counter() - started)
     if result.code is AdmitCode.DUPLICATE:
+        count("duplicate", client.identity)
         return await _original(core, result.rid)
     if result.code is not AdmitCode.ADMITTED:
         return _rejected(core, client, result)
-    ACCEPTED.inc()
+    count("accepted", client.identity)
     if "respond-async" in request.headers.get("Prefer", ""):
         return _accepted(result.rid, result.backlog, "queued")
     if chat.stream:
@@ -128,9 +124,9 @@ async def _read_body(request: web.Request, core: IngressCore) -> bytes:
 def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:
     if result.code is AdmitCode.RATE_LIMITED:
         core.deny_cache.remember(client.identity, result, monotonic())
-        REJECTED_RATE_LIMIT.inc()
+        count("rejected_rate_limit", client.identity)
     else:
-        REJECTED_BACKLOG.inc()
+        count("rejected_backlog", client.identity)
     return rejection(result, client.burst)
 
 

@@ -14,6 +14,7 @@ from typing import cast
 from aiohttp import web
 
 from dam_common.runtime import on_stop_signals
+from dam_ingress.metrics import OPEN_CONNECTIONS, REFUSED_CONNECTIONS
 from dam_ingress.settings import IngressSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class CappedFactory:
     def __call__(self) -> asyncio.BaseProtocol:
         if len(self._server.connections) >= self._cap:
             self.refused += 1
+            REFUSED_CONNECTIONS.inc()
             return _Refuse()
         return self._server()
 
@@ -58,6 +60,8 @@ async def serve(app: web.Application, settings: IngressSettings) -> None:
     await runner.setup()
     assert runner.server is not None
     factory = CappedFactory(runner.server, settings.max_connections)
+    server = runner.server
+    OPEN_CONNECTIONS.set_function(lambda: len(server.connections))
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(factory, settings.host, settings.port, backlog=2048,
                                         reuse_address=True)

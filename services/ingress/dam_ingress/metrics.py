@@ -1,14 +1,19 @@
-"""Ingress metrics. Label sets are bounded: an outcome, never a client or a request."""
+"""Ingress metrics. Label sets are bounded: an outcome and a tenant class, never a client."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+OUTCOMES = ("accepted", "rejected_rate_limit", "rejected_backlog", "bad_request",
+            "unauthorized", "unavailable", "duplicate")
+TENANT_CLASSES = ("anonymous", "key", "unknown")
+
 REQUESTS = Counter(
     "dam_ingress_requests_total",
-    "Chat requests by outcome.",
-    ["outcome"],
+    "Chat requests by outcome and tenant class (anonymous: by address; key: API key).",
+    ["outcome", "tenant_class"],
 )
+RESPONSES = Counter("dam_ingress_http_responses_total", "HTTP answers by status.", ["status"])
 ADMISSION_SECONDS = Histogram(
     "dam_ingress_admission_seconds",
     "Time of the admission decision (deny cache or Redis script).",
@@ -21,11 +26,18 @@ END_TO_END_SECONDS = Histogram(
 )
 DENY_CACHE_HITS = Counter("dam_ingress_deny_cache_hits_total", "429s answered locally.")
 WAITING = Gauge("dam_ingress_waiting_requests", "Accepted requests whose caller is waiting.")
+OPEN_CONNECTIONS = Gauge("dam_ingress_open_connections", "Client connections open now.")
+REFUSED_CONNECTIONS = Counter("dam_ingress_refused_connections_total",
+                              "Connections refused at DAM_MAX_CONNECTIONS.")
 
 # Children bound once: `labels()` takes a lock and a dict lookup, too much for the hot path.
-ACCEPTED = REQUESTS.labels("accepted")
-REJECTED_RATE_LIMIT = REQUESTS.labels("rejected_rate_limit")
-REJECTED_BACKLOG = REQUESTS.labels("rejected_backlog")
-BAD_REQUEST = REQUESTS.labels("bad_request")
-UNAUTHORIZED = REQUESTS.labels("unauthorized")
-UNAVAILABLE = REQUESTS.labels("unavailable")
+_BOUND = {(o, c): REQUESTS.labels(o, c) for o in OUTCOMES for c in TENANT_CLASSES}
+
+
+def count(outcome: str, identity: str | None) -> None:
+    """Count one request; the tenant class is read off the identity's prefix."""
+    if identity is None:
+        tenant_class = "unknown"
+    else:
+        tenant_class = "key" if identity.startswith("key:") else "anonymous"
+    _BOUND[(outcome, tenant_class)].inc()
