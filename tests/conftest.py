@@ -16,6 +16,7 @@ from dam_common.connection import ensure_groups, make_redis
 from dam_common.scripts import LuaScripts
 from dam_common.settings import CommonSettings
 from tests.support.ports import free_port
+from tests.support.stack_fixture import stack  # noqa: F401 - the e2e suites' fixture
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""A DamStack per test, torn down whatever the test's outcome."""
+"""The `stack` fixture: a DamStack per test, torn down whatever the test's outcome."""
 
 from __future__ import annotations
 
