@@ -39,13 +39,18 @@ class RequestView:
 
 async def read_request(redis: Redis, keys: Keys, rid: str) -> RequestView | None:
     """The state of `rid`, or None if it is unknown (never admitted, or its record expired)."""
-    record: dict[str, str] = await redis.hgetall(keys.request(rid))  # type: ignore[assignment]
+    # One MULTI/EXEC: a dispatch between two separate reads would move the request out of
+    # intake before its record exists, and it would look unknown.
+    pipe = redis.pipeline(transaction=True)
+    pipe.hgetall(keys.request(rid))
+    pipe.xrange(keys.intake, rid, rid)
+    record, queued = await pipe.execute()
     if record:
         status = record.get("status", "unknown")
         result = orjson.loads(record["result"]) if "result" in record else None
         position = await queue_position(redis, keys, rid) if status == "queued" else None
         return RequestView(rid, status, position, result, record.get("error"))
-    if await redis.xrange(keys.intake, rid, rid):
+    if queued:
         return RequestView(rid, "queued", await queue_position(redis, keys, rid))
     return None
 
