@@ -54,7 +54,12 @@ def test_logs_never_hold_api_keys_and_prompts_only_when_asked(
     assert _post(ingress.url, SECRET_KEY) == 200
     assert _post(ingress.url, "sk-wrong-" + SECRET_KEY) == 401
     logs = _logs(stack)
-    assert '"msg":"completed"' in logs  # the logs are there, and structured
+    events = [orjson.loads(line) for line in logs.splitlines() if line.strip()]  # all JSON
+    accepted = next(e for e in events if e["msg"] == "accepted")
+    completed = next(e for e in events if e["msg"] == "completed")
+    assert accepted["service"] == "ingress" and accepted["client"] == "key:canary"
+    assert completed["rid"] == accepted["rid"] and completed["client"] == "key:canary"
+    assert completed["llm_ms"] > 0 and "queue_wait_ms" in completed
     assert SECRET_KEY not in logs
     assert ("PROMPT-canary-51d2" in logs) is log_prompts
 

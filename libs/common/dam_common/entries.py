@@ -43,6 +43,7 @@ class WorkItem:
     ingress: str
     stream: bool
     accepted_ms: int
+    client: str = ""
 
     @classmethod
     def from_fields(cls, entry_id: str, fields: dict[str, str]) -> WorkItem:
@@ -54,6 +55,7 @@ class WorkItem:
             ingress=fields.get(Field.INGRESS, ""),
             stream=fields.get(Field.STREAM) == "1",
             accepted_ms=int(fields.get(Field.ACCEPTED_MS, "0") or 0),
+            client=fields.get(Field.CLIENT, ""),
         )
 
 

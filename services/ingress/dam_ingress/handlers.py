@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from dam_ingress.settings import IngressSettings
 from dam_ingress.validation import InvalidRequest, idempotency_digest, parse_chat_request
 
 KEEPALIVE_S = 5.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,6 +104,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if result.code is not AdmitCode.ADMITTED:
         return _rejected(core, client, result)
     count("accepted", client.identity)
+    log.info("accepted", extra={"rid": result.rid, "client": client.identity,
+                                "position": result.backlog, "stream": chat.stream})
     if "respond-async" in request.headers.get("Prefer", ""):
         return _accepted(result.rid, result.backlog, "queued")
     if chat.stream:
@@ -122,6 +126,8 @@ async def _read_body(request: web.Request, core: IngressCore) -> bytes:
 
 
 def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:
+    if log.isEnabledFor(logging.DEBUG):  # a flood would otherwise log 5,000 lines a second
+        log.debug("rejected", extra={"client": client.identity, "outcome": result.code.name})
     if result.code is AdmitCode.RATE_LIMITED:
         core.deny_cache.remember(client.identity, result, monotonic())
         count("rejected_rate_limit", client.identity)
@@ -168,7 +174,10 @@ async def _wait_answer(core: IngressCore, result: AdmitResult, started: float) -
     finally:
         core.router.unsubscribe(rid)
         WAITING.dec()
-    END_TO_END_SECONDS.observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    END_TO_END_SECONDS.observe(elapsed)
+    log.info("answered", extra={"rid": rid, "outcome": reply.kind.value,
+                                "e2e_ms": round(elapsed * 1000, 1)})
     return _terminal_response(rid, reply)
 
 

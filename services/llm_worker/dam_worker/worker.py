@@ -195,7 +195,7 @@ class Worker:
             LLM_SECONDS.observe(time.perf_counter() - started)
             usage = completion.get("usage") or {}
             TOKENS_OUT.inc(int(usage.get("completion_tokens", 0) or 0))
-            await self._settle_completion(item, completion)
+            await self._settle_completion(item, completion, time.perf_counter() - started)
 
     async def _call(self, item: WorkItem, body: dict[str, Any]) -> dict[str, Any]:
         async for attempt in backend_retrying(self._s.llm_max_attempts,
@@ -228,12 +228,14 @@ class Worker:
             raise
         return assembler.completion()
 
-    async def _settle_completion(self, item: WorkItem, completion: dict[str, Any]) -> None:
+    async def _settle_completion(self, item: WorkItem, completion: dict[str, Any],
+                                 llm_s: float) -> None:
         first = await self._retry_redis(lambda: self.scripts.complete(
             item.entry_id, item.rid, item.ingress, orjson.dumps(completion).decode()))
         if first:
             COMPLETED.inc()
-        extra: dict[str, Any] = {"rid": item.rid, "first": first,
+        extra: dict[str, Any] = {"rid": item.rid, "client": item.client, "first": first,
+                                 "llm_ms": round(llm_s * 1000, 1),
                                  "queue_wait_ms": int(time.time() * 1000) - item.accepted_ms}
         if self._s.log_prompts:
             extra["prompt"] = orjson.loads(item.body).get("messages")
@@ -249,7 +251,7 @@ class Worker:
             DEAD_LETTERED.inc()
         elif result.code is FailCode.REQUEUED:
             REQUEUED.inc()
-        log.warning("delivery failed", extra={"rid": item.rid, "mode": mode,
+        log.warning("delivery failed", extra={"rid": item.rid, "client": item.client, "mode": mode,
                                               "outcome": result.code.name, "error": error[:300]})
 
     async def _retry_redis(self, op: Callable[[], Awaitable[T]], attempts: int = 0) -> T | None:
