@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--error-rate", type=float)
     mock.add_argument("--status", type=int, choices=(429, 500, 502, 503))
     mock.add_argument("--retry-after-s", type=float)
+    mock.add_argument("--slots", type=int, help="concurrent generations (0: unlimited)")
+    mock.add_argument("--queue-memory-kb", type=int, help="memory held per waiting request")
+    mock.add_argument("--crash-at-queue", type=int, help="exit like an OOM kill past this queue")
     status = sub.add_parser("status", help="the pipeline on one screen")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--interval", type=float, default=1.0, help="seconds rates are "

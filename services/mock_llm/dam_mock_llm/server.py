@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ class Stats:
     requests_total: int = 0
     inflight: int = 0
     max_inflight: int = 0
+    queued: int = 0
+    max_queued: int = 0
     errors_injected: int = 0
     started_per_second: dict[int, int] = field(default_factory=dict)
 
@@ -37,7 +40,7 @@ class Stats:
     def reset(self) -> None:
         """Zero the counters; requests still running stay counted as in flight."""
         self.requests_total = self.errors_injected = 0
-        self.max_inflight = self.inflight
+        self.max_inflight, self.max_queued = self.inflight, self.queued
         self.started_per_second.clear()
 
     def to_json(self) -> dict[str, Any]:
@@ -47,6 +50,8 @@ class Stats:
             "inflight": self.inflight,
             "max_inflight": self.max_inflight,
             "max_started_per_second": max(self.started_per_second.values(), default=0),
+            "queued": self.queued,
+            "max_queued": self.max_queued,
             "errors_injected": self.errors_injected,
         }
 
@@ -58,7 +63,46 @@ class Behaviour:
     current: MockSettings
 
 
+class Slots:
+    """Concurrent generations; the rest wait in an unbounded FIFO, each holding memory."""
+
+    def __init__(self, behaviour: Behaviour, stats: Stats) -> None:
+        self._behaviour = behaviour
+        self._stats = stats
+        self._busy = 0
+        self._freed = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting (and maybe crashing, like an OOM kill) when none is free."""
+        settings = self._behaviour.current
+        if settings.slots and self._busy >= settings.slots:
+            stats = self._stats
+            stats.queued += 1
+            stats.max_queued = max(stats.max_queued, stats.queued)
+            if settings.crash_at_queue and stats.queued > settings.crash_at_queue:
+                os._exit(137)
+            ballast = bytearray(settings.queue_memory_kb * 1024)
+            try:
+                async with self._freed:
+                    await self._freed.wait_for(self._has_room)
+            finally:
+                stats.queued -= 1
+                del ballast
+        self._busy += 1
+
+    def _has_room(self) -> bool:
+        slots = self._behaviour.current.slots
+        return not slots or self._busy < slots
+
+    async def release(self) -> None:
+        """Free a slot for the next waiter."""
+        self._busy -= 1
+        async with self._freed:
+            self._freed.notify()
+
+
 SETTINGS = web.AppKey("settings", Behaviour)
+SLOTS = web.AppKey("slots", Slots)
 STATS = web.AppKey("stats", Stats)
 
 
@@ -94,22 +138,33 @@ async def chat(request: web.Request) -> web.StreamResponse:
             return web.json_response({"error": {"message": "injected failure",
                                                 "type": "server_error", "code": "mock"}},
                                      status=settings.status, headers=headers)
-        tokens = _answer_tokens(body, settings)
-        model = str(body.get("model", "mock"))
-        cid, created = f"chatcmpl-mock{stats.requests_total}", int(time.time())
-        await asyncio.sleep(settings.ttft_ms / 1000)
-        if body.get("stream"):
-            return await _stream(request, settings, tokens, cid, model, created)
-        await asyncio.sleep(len(tokens) / settings.tokens_per_s)
-        usage = {"prompt_tokens": 8, "completion_tokens": len(tokens),
-                 "total_tokens": 8 + len(tokens)}
-        return web.json_response({
-            "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "".join(tokens)}}],
-            "usage": usage})
+        slots = request.app[SLOTS]
+        await slots.acquire()
+        try:
+            return await _generate(request, request.app[SETTINGS].current, body, stats)
+        finally:
+            await slots.release()
     finally:
         stats.inflight -= 1
+
+
+async def _generate(request: web.Request, settings: MockSettings, body: dict[str, Any],
+                    stats: Stats) -> web.StreamResponse:
+    """The answer, after time to first token and at the configured token speed."""
+    tokens = _answer_tokens(body, settings)
+    model = str(body.get("model", "mock"))
+    cid, created = f"chatcmpl-mock{stats.requests_total}", int(time.time())
+    await asyncio.sleep(settings.ttft_ms / 1000)
+    if body.get("stream"):
+        return await _stream(request, settings, tokens, cid, model, created)
+    await asyncio.sleep(len(tokens) / settings.tokens_per_s)
+    usage = {"prompt_tokens": 8, "completion_tokens": len(tokens),
+             "total_tokens": 8 + len(tokens)}
+    return web.json_response({
+        "id": cid, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "".join(tokens)}}],
+        "usage": usage})
 
 
 async def _stream(request: web.Request, settings: MockSettings, tokens: list[str], cid: str,
@@ -158,6 +213,7 @@ def create_app(settings: MockSettings) -> web.Application:
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[SETTINGS] = Behaviour(settings)
     app[STATS] = Stats()
+    app[SLOTS] = Slots(app[SETTINGS], app[STATS])
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/stats", get_stats)
     app.router.add_post("/stats/reset", reset_stats)

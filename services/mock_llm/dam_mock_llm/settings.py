@@ -19,4 +19,10 @@ class MockSettings(BaseSettings):
     error_rate: float = Field(0, ge=0, le=1, description="Share of requests answered with "
                               "`status` instead.")
     status: int = Field(500, ge=400, le=599, description="Status of the injected errors.")
+    slots: int = Field(16, ge=0, description="Concurrent generations (0: unlimited). Beyond "
+                       "them requests wait in an unbounded queue, as a real server's do.")
+    queue_memory_kb: int = Field(256, ge=0, description="Memory held per waiting request "
+                                 "(the cost a real server pays for a queued prompt).")
+    crash_at_queue: int = Field(0, ge=0, description="Exit like an OOM kill when more than "
+                                "this many requests wait (0: never).")
     retry_after_s: float | None = Field(None, ge=0, description="Retry-After sent with errors.")
