@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     dr.add_argument("ids", nargs="*", metavar="ID")
     dr.add_argument("--deadline-s", type=float, default=600.0,
                     help="queue deadline of the replayed requests (default 600)")
+    fl = sub.add_parser("flood", help="run a flood scenario before/after and write a report")
+    fl.add_argument("scenario", help="name in load/scenarios/ (single-abuser, "
+                    "distributed-flood, burst, steady) or a path to a .toml")
+    fl.add_argument("--duration-s", type=float, help="shorten (or lengthen) the scenario")
+    fl.add_argument("--out", type=Path, default=Path("out"), help="output root (default out/)")
+    fl.add_argument("--phases", default="before,after", help="before,after (default both)")
     hk = sub.add_parser("hash-key", help="print the SHA-256 to put in the limits file")
     hk.add_argument("key")
     return p
@@ -83,6 +89,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "up": _up, "ingress": _ingress, "dispatcher": _dispatcher, "worker": _worker,
         "mock-llm": _mock, "status": _status, "dlq": _dlq, "hash-key": _hash_key,
+        "flood": _flood,
     }
     return handlers[args.command](args)
 
@@ -176,6 +183,20 @@ def _dlq(args: argparse.Namespace) -> int:
         return 1 if missing else 0
 
     return _with_redis(work)
+
+
+def _flood(args: argparse.Namespace) -> int:
+    from dam_load.flood import run_flood
+    from dam_load.scenario import ScenarioError
+
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    if not phases or set(phases) - {"before", "after"}:
+        raise ConfigError("--phases takes before, after or both")
+    try:
+        run_flood(args.scenario, args.out, args.duration_s, phases)
+    except ScenarioError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
 
 
 def _hash_key(args: argparse.Namespace) -> int:
