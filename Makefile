@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test chaos lint typecheck clean
+.PHONY: up test chaos flood flood-all lint typecheck clean
 
 CHAOS_DURATION_S ?= 120
 CHAOS_RATE ?= 30
@@ -27,6 +27,16 @@ test: $(STAMP)
 chaos: $(STAMP)
 	DAM_CHAOS_DURATION_S=$(CHAOS_DURATION_S) DAM_CHAOS_RATE=$(CHAOS_RATE) \
 		$(BIN)/pytest tests/chaos -s -q -o timeout=3600
+
+# The headline scenario, shortened to fit a few minutes; out/<scenario>-<time>/report.md
+FLOOD_SCENARIO ?= single-abuser
+FLOOD_DURATION_S ?= 30
+flood: $(STAMP)
+	$(BIN)/dam flood $(FLOOD_SCENARIO) --duration-s $(FLOOD_DURATION_S)
+
+# Every scenario at its full length (about 20 minutes)
+flood-all: $(STAMP)
+	for s in single-abuser distributed-flood burst steady; do $(BIN)/dam flood $$s || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -35,7 +35,7 @@ class Spec:
     start_s: float
     duration_s: float
     stream: bool
-    max_connections: int = 2000
+    max_connections: int = 128  # a keep-alive pool, as a real client (or bot) holds
     timeout_s: float = 60
 
     def headers(self, k: int) -> dict[str, str]:

@@ -18,7 +18,7 @@ import orjson
 
 from dam_load.generator import BODY, FIELDS, Spec
 
-WORKERS = 50
+PER_WORKER_RATE = 25  # each hey worker sends every 40 ms: room for answers up to 40 ms
 
 
 def available() -> bool:
@@ -33,8 +33,9 @@ def main() -> None:
     time.sleep(max(0.0, start - time.time()))
     began = time.time()
     headers = [arg for name, value in spec.headers(0).items() for arg in ("-H", f"{name}: {value}")]
+    workers = max(1, round(spec.rate / PER_WORKER_RATE))
     run = subprocess.run(
-        ["hey", "-z", f"{spec.duration_s}s", "-c", str(WORKERS), "-q", str(spec.rate / WORKERS),
+        ["hey", "-z", f"{spec.duration_s}s", "-c", str(workers), "-q", str(spec.rate / workers),
          "-m", "POST", "-T", "application/json", "-t", str(int(spec.timeout_s)), "-o", "csv",
          *headers, "-d", BODY.decode(), spec.url],
         capture_output=True, text=True, check=False)

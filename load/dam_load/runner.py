@@ -23,6 +23,7 @@ from dam_load.sampler import Sampler
 from dam_load.scenario import Scenario
 
 PER_PROCESS_RATE = 1000  # requests/s one generator process offers comfortably
+PYTHON_ONLY = os.environ.get("DAM_FLOOD_GENERATOR") == "python"
 KEY_PREFIX = "flood:"
 
 
@@ -165,13 +166,18 @@ class Phase:
         procs = []
         for g in self.sc.groups:
             single = g.identities == 1 and g.identify_by == "key" and not g.stream
-            use_hey = single and g.rate >= 500 and hey_group.available()
+            # hey is far cheaper but paces each worker, so only where answers come fast: the
+            # dam's. Against the naive gateway's slow answers it would slow the attack down.
+            use_hey = (single and g.rate >= 500 and self.phase == "after"
+                       and hey_group.available() and not PYTHON_ONLY)
             n = 1 if use_hey else max(1, math.ceil(g.rate / PER_PROCESS_RATE))
             per = math.ceil(g.identities / n)
             duration = g.duration_s or self.sc.duration_s - g.start_s
             for j in range(n):
+                offset = (j * per) % g.identities  # fewer identities than processes: they share
                 spec = Spec(url=url, group=g.name, rate=g.rate / n,
-                            identities=min(per, g.identities), identity_offset=j * per,
+                            identities=max(1, min(per, g.identities - offset)),
+                            identity_offset=offset,
                             identify_by=g.identify_by, t0=t0, start_s=g.start_s,
                             duration_s=duration, stream=g.stream,
                             timeout_s=self.sc.client_timeout_s)
