@@ -1,0 +1,69 @@
+"""The flood runner end to end on a tiny scenario: every number in the report comes from the
+run's own raw data (this checks the bookkeeping, not the speed)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dam_load.flood import run_flood
+from dam_load.scenario import ScenarioError, load_scenario
+
+pytestmark = pytest.mark.e2e
+SMOKE = Path(__file__).with_name("smoke.toml")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_flood(str(SMOKE), tmp_path_factory.mktemp("out"))
+
+
+def test_report_files_are_written(run_dir: Path) -> None:
+    for name in ("summary.json", "report.md", "requests.csv", "samples.jsonl", "rates.png",
+                 "status.png", "latency.png", "backlog.png", "processes.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_counts_come_from_the_raw_rows(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = list(csv.DictReader((run_dir / "requests.csv").open()))
+    for phase in ("before", "after"):
+        for group, g in summary["phases"][phase]["groups"].items():
+            mine = [r for r in rows if r["phase"] == phase and r["group"] == group]
+            assert g["requests"] == len(mine) > 0
+            assert g["status_counts"] == {k: v for k, v in sorted(
+                Counter(str(int(r["status"])) for r in mine).items(), key=lambda kv: int(kv[0]))}
+            assert g["count_429"] == sum(r["status"] == "429" for r in mine)
+
+
+def test_backend_figures_come_from_the_samples(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").open()]
+    for phase in ("before", "after"):
+        totals = [s["backend"]["requests_total"] for s in samples
+                  if s["phase"] == phase and s.get("backend")]
+        steps = [max(0, b - a) for a, b in itertools.pairwise(totals)]
+        assert summary["phases"][phase]["backend"]["max_started_per_second"] == max(steps)
+    after = summary["phases"]["after"]
+    assert after["backend"]["max_started_per_second"] <= 20 + 1  # dispatch rate, one tick
+
+
+def test_report_quotes_the_summary(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    report = (run_dir / "report.md").read_text()
+    legit = summary["phases"]["after"]["groups"]["legit"]
+    assert f"| legit | after | {legit['offered_rate']:g} (4)" in report or "below 95%" in report
+    assert str(summary["phases"]["before"]["backend"]["max_started_per_second"]) in report
+
+
+def test_unknown_scenario_is_a_clear_error() -> None:
+    with pytest.raises(ScenarioError, match="no scenario 'nope'"):
+        load_scenario("nope")
+    for name in ("single-abuser", "distributed-flood", "burst", "steady"):
+        assert load_scenario(name).name == name
