@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,15 +22,17 @@ def make_redis(url: str, *, max_connections: int = 64, socket_timeout: float | N
                name: str = "dam") -> Redis:
     """A client that retries a command a few times on a dropped connection, with jitter.
 
-    Services add their own outer loop with backoff for longer outages (see each service's run
-    loop); this covers the blip of a reconnect. `socket_timeout=None` is for clients that issue
-    blocking reads (XREAD BLOCK), whose replies may take longer than any fixed timeout.
+    Its pool *waits* (up to 5 s) for a free connection when all are busy, instead of failing
+    the command as redis-py's default pool does: a burst of admissions queues for a moment
+    rather than turning into 503s. Services add their own outer loop with backoff for longer
+    outages; `socket_timeout=None` is for clients that issue blocking reads (XREAD BLOCK).
     """
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3)
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
-        decode_responses=True,
         max_connections=max_connections,
+        timeout=5.0,
+        decode_responses=True,
         socket_timeout=socket_timeout,
         socket_connect_timeout=2.0,
         retry=retry,
@@ -38,6 +40,7 @@ def make_redis(url: str, *, max_connections: int = 64, socket_timeout: float | N
         health_check_interval=15,
         client_name=name,
     )
+    return Redis.from_pool(pool)
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:
