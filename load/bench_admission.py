@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_common import machine, median, redis_server  # noqa: E402
+from bench_common import machine, median, redis_server
 
-from dam_common.connection import make_redis  # noqa: E402
-from dam_common.scripts import AdmitParams, LuaScripts  # noqa: E402
-from dam_common.settings import CommonSettings  # noqa: E402
-from dam_ingress.admission import AdmissionBatcher  # noqa: E402
+from dam_common.connection import make_redis
+from dam_common.scripts import AdmitParams, LuaScripts
+from dam_common.settings import CommonSettings
+from dam_ingress.admission import AdmissionBatcher
 
 CONCURRENCY = 256
 FIELDS = {"body": '{"model":"m","messages":[{"role":"user","content":"hi"}]}', "ingress": "b",

@@ -14,7 +14,7 @@ from dam_cli.redis_server import EmbeddedServer
 from dam_load.flood import machine
 from dam_load.runner import free_port
 
-__all__ = ["machine", "median", "redis_server", "free_port", "platform"]
+__all__ = ["free_port", "machine", "median", "platform", "redis_server"]
 
 
 @contextmanager

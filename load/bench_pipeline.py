@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_common import machine, median, redis_server  # noqa: E402
+from bench_common import machine, median, redis_server
 
-from dam_common.connection import ensure_groups, make_redis  # noqa: E402
-from dam_common.probes import Readiness  # noqa: E402
-from dam_common.scripts import AdmitParams, LuaScripts  # noqa: E402
-from dam_dispatcher.dispatch import Dispatcher  # noqa: E402
-from dam_dispatcher.settings import DispatcherSettings  # noqa: E402
-from dam_worker.settings import WorkerSettings  # noqa: E402
-from dam_worker.worker import Worker  # noqa: E402
+from dam_common.connection import ensure_groups, make_redis
+from dam_common.probes import Readiness
+from dam_common.scripts import AdmitParams, LuaScripts
+from dam_dispatcher.dispatch import Dispatcher
+from dam_dispatcher.settings import DispatcherSettings
+from dam_worker.settings import WorkerSettings
+from dam_worker.worker import Worker
 
 COMPLETION = {"id": "x", "object": "chat.completion", "choices": [
     {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
@@ -56,7 +56,7 @@ async def dam_rate(url: str, n: int) -> float:
     for lo in range(0, n, 500):
         calls = [scripts.admit_call(f"c{i}", params, fields) for i in range(lo, min(n, lo + 500))]
         await scripts.call_many(calls)
-    while int((await redis.hget(dsettings.keys.counters, "completed")) or 0) < n:
+    while int((await redis.hget(dsettings.keys.counters, "completed")) or 0) < n:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     rate = n / (time.perf_counter() - started)
     dispatcher.stop()

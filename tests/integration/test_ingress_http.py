@@ -195,3 +195,14 @@ async def test_repeated_idempotency_key_gets_the_same_request(make_client: Clien
                             headers={**ASYNC, "Idempotency-Key": "x" * 300})
     await _assert_error(bad, 400, "invalid_idempotency_key")
     assert await redis.xlen(settings.keys.intake) == 1
+
+
+async def test_unknown_routes_and_methods_get_openai_style_errors(
+        make_client: ClientFactory) -> None:
+    client = await make_client()
+    await _assert_error(await client.get("/v1/models/nope"), 404, "not_found")
+    resp = await client.get("/v1/chat/completions")
+    await _assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == "POST"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'dam_ingress_http_responses_total{status="405"}' in metrics

@@ -115,10 +115,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _read_body(request: web.Request, core: IngressCore) -> bytes:
     limit = core.settings.max_body_bytes
+    too_large = InvalidRequest(f"request body is larger than {limit} bytes", "body_too_large",
+                               status=413)
     if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        raise too_large
     try:
         return await asyncio.wait_for(request.read(), core.settings.client_timeout_s)
+    except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+        raise too_large from None
     except TimeoutError:
         raise InvalidRequest(f"request body not received within "
                              f"{core.settings.client_timeout_s:g}s", "request_timeout",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import orjson
 from aiohttp import web
 
 from dam_common.codes import AdmitCode, AdmitResult
@@ -16,7 +17,8 @@ def error_response(status: int, message: str, err_type: str, code: str,
                    headers: dict[str, str] | None = None) -> web.Response:
     """`{"error": {"message", "type", "code", "param"}}` with the given status."""
     body = {"error": {"message": message, "type": err_type, "code": code, "param": param}}
-    return web.json_response(body, status=status, headers=headers)
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers,
+                        content_type="application/json")
 
 
 def retry_after_s(result: AdmitResult) -> int:
