@@ -30,6 +30,7 @@ class Sampler(threading.Thread):
         self._redis_url = redis_url
         self._keys = keys
         self.processes: dict[str, psutil.Process] = {}
+        self._known: dict[int, psutil.Process] = {}  # primed for cpu_percent between samples
         self._stop_event = threading.Event()
 
     def watch(self, name: str, pid: int) -> None:
@@ -75,13 +76,22 @@ class Sampler(threading.Thread):
             return None
 
     def _processes(self) -> dict[str, dict[str, float]]:
+        """Each watched process with its children (the hey behind a generator wrapper)."""
         stats = {}
         for name, proc in list(self.processes.items()):
+            total = {"cpu": 0.0, "rss_mb": 0.0, "fds": 0.0}
             try:
-                with proc.oneshot():
-                    stats[name] = {"cpu": proc.cpu_percent(None),
-                                   "rss_mb": round(proc.memory_info().rss / 2**20, 1),
-                                   "fds": proc.num_fds()}
+                family = [proc, *proc.children(recursive=True)]
             except psutil.Error:
-                stats[name] = {"cpu": 0.0, "rss_mb": 0.0, "fds": 0}
+                family = [proc]
+            for member in family:
+                member = self._known.setdefault(member.pid, member)
+                try:
+                    with member.oneshot():
+                        total["cpu"] += member.cpu_percent(None)
+                        total["rss_mb"] += round(member.memory_info().rss / 2**20, 1)
+                        total["fds"] += member.num_fds()
+                except psutil.Error:
+                    continue
+            stats[name] = total
         return stats
