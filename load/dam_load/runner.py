@@ -124,7 +124,7 @@ class Phase:
                           f"rate = {g.key_rate}", f"burst = {g.key_burst}", ""]
         anon = [g for g in self.sc.groups if g.identify_by == "forwarded_for"]
         if anon:
-            lines = ["[anonymous]", f"rate = {anon[0].key_rate}",
+            lines = ["[anonymous]", "allowed = true", f"rate = {anon[0].key_rate}",
                      f"burst = {anon[0].key_burst}", "", *lines]
         path = self.dir / "limits.toml"
         path.write_text("\n".join(lines))
@@ -134,10 +134,6 @@ class Phase:
         self.redis = EmbeddedServer(free_port(), self.dir / "redis")
         self.redis.start()
         port = free_port()
-        keyed = any(g.identify_by == "key" for g in self.sc.groups)
-        anonymous = any(g.identify_by == "forwarded_for" for g in self.sc.groups)
-        if keyed and anonymous:
-            raise ValueError("a scenario identifies clients either by key or by address")
         env = {"DAM_REDIS_URL": self.redis.url, "DAM_KEY_PREFIX": KEY_PREFIX,
                "DAM_CONFIG_FILE": str(self._limits_file()), **self.sc.dam}
         self._service("ingress", ["-m", "dam_cli", "ingress"],

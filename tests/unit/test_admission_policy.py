@@ -86,3 +86,12 @@ def test_body_errors_name_the_field() -> None:
         parse_chat_request(b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": 101}',
                            100)
     assert err.value.code == "max_tokens_too_large"
+
+
+def test_keys_and_anonymous_clients_side_by_side_when_allowed() -> None:
+    policy = AccessPolicy([ApiKey("alice", hash_key("sk-a"), 5.0, 10)], ANON, [],
+                          allow_anonymous=True)
+    assert policy.resolve("Bearer sk-a", "192.0.2.1", None).identity == "key:alice"
+    assert policy.resolve(None, "192.0.2.1", None).identity == "ip:192.0.2.1"
+    with pytest.raises(Unauthorized):
+        policy.resolve("Bearer sk-wrong", "192.0.2.1", None)

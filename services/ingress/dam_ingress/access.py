@@ -46,20 +46,26 @@ def hash_key(secret: str) -> str:
 class AccessPolicy:
     """Resolves a request's identity and limits; built once from settings and the limits file."""
 
-    def __init__(self, keys: list[ApiKey], anonymous: Client, trusted: list[IpNetwork]) -> None:
+    def __init__(self, keys: list[ApiKey], anonymous: Client, trusted: list[IpNetwork],
+                 allow_anonymous: bool = False) -> None:
         self._keys = {k.sha256: k for k in keys}
         self._anonymous = anonymous
         self._trusted = trusted
+        self._allow_anonymous = allow_anonymous
 
     @property
     def requires_key(self) -> bool:
-        """With keys configured, every request must present one."""
-        return bool(self._keys)
+        """With keys configured, every request must present one (unless anonymous allowed)."""
+        return bool(self._keys) and not self._allow_anonymous
 
     def resolve(self, authorization: str | None, peer: str | None,
                 forwarded_for: str | None) -> Client:
-        """The client behind a request; raises Unauthorized for a missing or unknown key."""
-        if self._keys:
+        """The client behind a request; raises Unauthorized for a missing or unknown key.
+
+        With keys configured, a request without any Authorization header is still served as
+        an anonymous client when the limits file says `[anonymous] allowed = true`.
+        """
+        if self._keys and (authorization or not self._allow_anonymous):
             return self._by_key(authorization)
         address = self.client_address(peer, forwarded_for)
         anon = self._anonymous
@@ -124,7 +130,7 @@ def load_policy(path: Path | None, anonymous: Client, key_default: Client,
     anonymous = Client("anonymous", float(anon.get("rate", anonymous.rate)),
                        int(anon.get("burst", anonymous.burst)))
     keys = [_parse_key(i, item, key_default) for i, item in enumerate(doc.get("keys", []))]
-    return AccessPolicy(keys, anonymous, trusted)
+    return AccessPolicy(keys, anonymous, trusted, bool(anon.get("allowed", False)))
 
 
 def _parse_key(index: int, item: dict[str, Any], default: Client) -> ApiKey:
