@@ -209,8 +209,10 @@ class Phase:
                 svc.stop()
             if self.redis:
                 self.redis.stop()
-        rows = [row for _, out in gens if out.exists() for row in csv.DictReader(out.open())]
-        samples = [json.loads(line) for line in (self.dir / "samples.jsonl").open()]
+        rows = [row for _, out in gens if out.exists()
+                for row in csv.DictReader(out.read_text().splitlines())]
+        samples = [json.loads(line)
+                   for line in (self.dir / "samples.jsonl").read_text().splitlines()]
         return PhaseResult(self.phase, rows, samples,
                            {s.name: s.restarts for s in self.services}, queue_wait)
 

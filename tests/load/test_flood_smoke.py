@@ -32,7 +32,7 @@ def test_report_files_are_written(run_dir: Path) -> None:
 
 def test_summary_counts_come_from_the_raw_rows(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
-    rows = list(csv.DictReader((run_dir / "requests.csv").open()))
+    rows = list(csv.DictReader((run_dir / "requests.csv").read_text().splitlines()))
     for phase in ("before", "after"):
         for group, g in summary["phases"][phase]["groups"].items():
             mine = [r for r in rows if r["phase"] == phase and r["group"] == group]
@@ -44,7 +44,7 @@ def test_summary_counts_come_from_the_raw_rows(run_dir: Path) -> None:
 
 def test_backend_figures_come_from_the_samples(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
-    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").open()]
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     for phase in ("before", "after"):
         totals = [s["backend"]["requests_total"] for s in samples
                   if s["phase"] == phase and s.get("backend")]
