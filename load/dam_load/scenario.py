@@ -23,6 +23,8 @@ class Group(BaseModel):
     legitimate: bool = False
     stream: bool = False
     start_s: float = Field(0, ge=0, description="the group starts this long into the phase")
+    connections: int = Field(128, ge=1, description="keep-alive connections per generator "
+                             "process (a synchronous client holds one while it waits)")
     duration_s: float | None = Field(None, gt=0, description="default: until the phase ends")
 
 
