@@ -176,6 +176,7 @@ class Phase:
                             identity_offset=offset,
                             identify_by=g.identify_by, t0=t0, start_s=g.start_s,
                             duration_s=duration, stream=g.stream,
+                            max_connections=g.connections,
                             timeout_s=self.sc.client_timeout_s)
                 out = self.dir / f"gen-{g.name}-{j}.csv"
                 module = "dam_load.hey_group" if use_hey else "dam_load.generator"
