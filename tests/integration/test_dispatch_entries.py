@@ -102,3 +102,15 @@ async def test_two_dispatchers_never_exceed_credits(scripts: LuaScripts, redis: 
     b = await scripts.dispatch("d2", 10, 0, 1, T0)
     assert a.dispatched + b.dispatched == 4
     assert await redis.xlen(settings.keys.work) == 4
+
+
+async def test_no_sliding_second_holds_more_than_the_rate_whatever_the_burst(
+        scripts: LuaScripts) -> None:
+    await admit_n(scripts, 20)
+    await scripts.renew_lease("w1", 100, 60_000, T0)
+    first = await scripts.dispatch("d1", 100, 5, 100, T0)
+    held = await scripts.dispatch("d1", 100, 5, 100, T0 + 500)
+    later = await scripts.dispatch("d1", 100, 5, 100, T0 + 1001)
+    assert (first.code, first.dispatched) == (DispatchCode.MOVED, 5)  # the burst is capped
+    assert (held.code, held.wait_ms) == (DispatchCode.RATE_LIMITED, 501)
+    assert (later.code, later.dispatched) == (DispatchCode.MOVED, 5)

@@ -60,6 +60,11 @@ class Keys:
         return self.base + "bucket:dispatch"
 
     @property
+    def dispatch_log(self) -> str:
+        """Dispatches of the last second (sorted set), the hard cap of the dispatch rate."""
+        return self.base + "dispatch:log"
+
+    @property
     def drain_window(self) -> str:
         """Dispatches in the current and previous second, for Retry-After on a full backlog."""
         return self.base + "drain"

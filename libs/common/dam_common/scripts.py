@@ -133,7 +133,7 @@ class LuaScripts:
         """Move up to `credits` entries from intake to work (or expire them)."""
         k, s = self._k, self._s
         keys = (k.intake, k.work, k.worker_leases, k.worker_capacity, k.dispatch_bucket,
-                k.drain_window, k.inflight, k.counters)
+                k.drain_window, k.inflight, k.counters, k.dispatch_log)
         args = (_now(now_ms), INTAKE_GROUP, consumer, max_batch, rate, burst, k.base,
                 s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms)
         return parse_dispatch(await self.call("dispatch_entries", keys, args))

@@ -12,9 +12,9 @@ class DispatcherSettings(CommonSettings):
 
     dispatch_rate: float = Field(100, ge=0, description="Max requests/s handed to the backend "
                                  "(0: only worker credits limit it).")
-    dispatch_burst: int = Field(1, ge=1, description="Dispatches allowed at once above the "
-                                "steady rate (1: evenly spaced, never more than the rate in "
-                                "any second).")
+    dispatch_burst: int = Field(10, ge=1, description="Dispatches the pacing bucket lets "
+                                "through at once, so a late wake-up is caught up; no sliding "
+                                "second ever holds more than the rate, whatever the burst.")
     dispatch_batch: int = Field(64, ge=1, description="Max entries moved by one script call.")
     dispatcher_id: str = Field("", description="Consumer name in the intake group; random if "
                                "empty.")

@@ -12,11 +12,15 @@ KEYS[5]  dispatch bucket (hash: tokens, ts)
 KEYS[6]  drain window (hash: w = second, c = dispatched in w, p = dispatched in w-1)
 KEYS[7]  in-flight map (hash: work entry id -> request id)
 KEYS[8]  counters (hash)
+KEYS[9]  dispatch log (zset: work id -> dispatch ms, last second only)
 ARGV[1]  now in ms, or '' for the server clock
 ARGV[2]  intake group          ARGV[3]  consumer name (this dispatcher)
 ARGV[4]  max entries per call  ARGV[5]  dispatch rate /s (0 = unlimited)
 ARGV[6]  dispatch burst        ARGV[7]  key prefix of request records and reply streams
 ARGV[8]  record TTL ms         ARGV[9]  reply stream MAXLEN ~   ARGV[10] reply stream TTL ms
+The dispatch rate is held two ways: a token bucket (rate, burst) paces dispatches and lets
+the loop catch up after a late wake-up; the log caps dispatches in any sliding 1000 ms at the
+rate, so no second ever sees more than the rate, whatever the burst.
 Per-request keys (<prefix>req:<rid>, <prefix>reply:<ingress>) share the pipeline's hash tag,
 as BullMQ's job keys do, so the script stays single-slot on Redis Cluster.
 
@@ -50,7 +54,17 @@ if rate > 0 then
   if tokens < 1 then return {2, 0, 0, credits, math.ceil((1 - tokens) * 1000 / rate)} end
 end
 
-local want = math.min(credits, tonumber(ARGV[4]), math.floor(tokens))
+local window_room = credits
+if rate > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - 1000)
+  window_room = math.floor(rate) - redis.call('ZCARD', KEYS[9])
+  if window_room < 1 then
+    local oldest = redis.call('ZRANGE', KEYS[9], 0, 0, 'WITHSCORES')
+    return {2, 0, 0, credits, math.max(1, tonumber(oldest[2]) + 1000 - now + 1)}
+  end
+end
+
+local want = math.min(credits, tonumber(ARGV[4]), math.floor(tokens), window_room)
 local read = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', want,
   'STREAMS', KEYS[1], '>')
 if not read or not read[1] or #read[1][2] == 0 then return {3, 0, 0, credits, 0} end
@@ -79,6 +93,7 @@ for _, entry in ipairs(read[1][2]) do
       wid = redis.call('XADD', KEYS[2], '*', 'rid', rid, unpack(f))
     end
     redis.call('HSET', KEYS[7], wid, rid)
+    if rate > 0 then redis.call('ZADD', KEYS[9], now, wid) end
     redis.call('HSET', rec, 'status', 'running', 'dispatched_ms', now, 'updated_ms', now)
     redis.call('PEXPIRE', rec, ttl)
     moved = moved + 1
@@ -88,6 +103,7 @@ for _, entry in ipairs(read[1][2]) do
 end
 
 if rate > 0 then
+  redis.call('PEXPIRE', KEYS[9], 2000)
   redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - moved), 'ts', now)
   redis.call('PEXPIRE', KEYS[5], math.ceil(burst * 1000 / rate) + 1000)
 end
