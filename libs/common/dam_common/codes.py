@@ -56,6 +56,7 @@ class AdmitResult:
     reset_ms: int = 0
     retry_ms: int = 0
     drain_per_s: int = 0
+    shadowed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,8 @@ def parse_admit(raw: list[object]) -> AdmitResult:
     code = AdmitCode(int(_num(raw[0])))
     if code is AdmitCode.ADMITTED:
         return AdmitResult(code, rid=_str(raw[1]), backlog=_num(raw[2]),
-                           remaining=_num(raw[3]), reset_ms=_num(raw[4]))
+                           remaining=_num(raw[3]), reset_ms=_num(raw[4]),
+                           shadowed=len(raw) > 5 and _num(raw[5]) == 1)
     if code is AdmitCode.RATE_LIMITED:
         return AdmitResult(code, retry_ms=_num(raw[1]), remaining=_num(raw[2]),
                            reset_ms=_num(raw[3]))

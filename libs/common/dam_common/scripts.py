@@ -59,6 +59,7 @@ class AdmitParams:
     stream_maxlen: int
     deadline_ms: int
     idempotency_ttl_ms: int = 0
+    enforce: bool = True  # False: shadow mode, over-rate requests are counted and let through
 
 
 ScriptCall = tuple[str, Sequence[str], Sequence[str | int | float]]
@@ -116,6 +117,7 @@ class LuaScripts:
         args: list[str | int | float] = [
             _now(now_ms), params.rate, params.burst, params.intake_rate, params.intake_burst,
             params.backlog_cap, params.stream_maxlen, params.deadline_ms, idem_ttl,
+            "1" if params.enforce else "0",
         ]
         for name, value in fields.items():
             args += (name, value)

@@ -23,6 +23,7 @@ from dam_ingress.metrics import (
     ADMISSION_SECONDS,
     DENY_CACHE_HITS,
     END_TO_END_SECONDS,
+    SHADOW_REJECTIONS,
     WAITING,
     count,
 )
@@ -55,7 +56,7 @@ class IngressCore:
         s = self.settings
         return AdmitParams(client.rate, client.burst, s.intake_rate, s.intake_burst,
                            s.backlog_cap, s.intake_maxlen, int(s.queue_deadline_s * 1000),
-                           int(s.idempotency_ttl_s * 1000))
+                           int(s.idempotency_ttl_s * 1000), client.enforce)
 
 
 CORE = web.AppKey("core", IngressCore)
@@ -103,14 +104,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _original(core, result.rid)
     if result.code is not AdmitCode.ADMITTED:
         return _rejected(core, client, result)
-    count("accepted", client.identity)
-    log.info("accepted", extra={"rid": result.rid, "client": client.identity,
-                                "position": result.backlog, "stream": chat.stream})
+    _log_accepted(client, result, chat.stream)
     if "respond-async" in request.headers.get("Prefer", ""):
         return _accepted(result.rid, result.backlog, "queued")
     if chat.stream:
         return await _stream_answer(request, core, result)
     return await _wait_answer(core, result, started)
+
+
+def _log_accepted(client: Client, result: AdmitResult, stream: bool) -> None:
+    count("accepted", client.identity)
+    if result.shadowed:
+        SHADOW_REJECTIONS.inc()
+        log.info("would reject: over its rate (shadow mode)", extra={
+            "rid": result.rid, "client": client.identity, "rule": "client_rate"})
+    log.info("accepted", extra={"rid": result.rid, "client": client.identity,
+                                "position": result.backlog, "stream": stream})
 
 
 async def _read_body(request: web.Request, core: IngressCore) -> bytes:

@@ -19,10 +19,12 @@ ARGV[6]  backlog cap (max entries waiting in the intake stream)
 ARGV[7]  stream MAXLEN ~ safety net (must sit above the backlog cap)
 ARGV[8]  queue deadline in ms from now (the entry expires undispatched after it)
 ARGV[9]  idempotency TTL ms (0: the request carries no Idempotency-Key)
-ARGV[10..] field, value pairs of the entry
+ARGV[10] '1' to enforce the client bucket, '0' for shadow mode (count, let through)
+ARGV[11..] field, value pairs of the entry
 
 Reply:
-  {0, id, backlog_before, remaining, reset_ms}   admitted
+  {0, id, backlog_before, remaining, reset_ms, shadowed}   admitted (shadowed = 1: over the
+                                                 client's rate, let through in shadow mode)
   {1, retry_ms, remaining, reset_ms}             client over its rate
   {2, retry_ms}                                  global intake rate exceeded
   {3, backlog, drain_per_s}                      backlog full
@@ -57,11 +59,16 @@ end
 
 local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens = refill(KEYS[1], rate, burst)
+local shadowed = 0
 if tokens < 1 then
-  local retry = math.ceil((1 - tokens) * 1000 / rate)
-  local reset = math.ceil((burst - tokens) * 1000 / rate)
-  redis.call('HINCRBY', KEYS[5], 'rejected_rate', 1)
-  return {1, retry, 0, reset}
+  if ARGV[10] ~= '0' then
+    local retry = math.ceil((1 - tokens) * 1000 / rate)
+    local reset = math.ceil((burst - tokens) * 1000 / rate)
+    redis.call('HINCRBY', KEYS[5], 'rejected_rate', 1)
+    return {1, retry, 0, reset}
+  end
+  shadowed = 1
+  redis.call('HINCRBY', KEYS[5], 'shadow_rate', 1)
 end
 
 local grate, gburst = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -86,13 +93,13 @@ if backlog >= tonumber(ARGV[6]) then
   return {3, backlog, per_s}
 end
 
-store(KEYS[1], tokens - 1, rate, burst)
+if shadowed == 0 then store(KEYS[1], tokens - 1, rate, burst) end
 if grate > 0 then store(KEYS[2], gtokens - 1, grate, gburst) end
 local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'accepted_ms', now,
   'deadline_ms', now + tonumber(ARGV[8]), unpack(fields))
 redis.call('HINCRBY', KEYS[5], 'accepted', 1)
 if idem_ttl > 0 then redis.call('SET', KEYS[6], id, 'PX', idem_ttl) end
-local left = tokens - 1
-return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate)}
+local left = math.max(0, tokens - 1)
+return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate), shadowed}
