@@ -123,3 +123,11 @@ async def test_shadow_mode_lets_an_over_rate_request_through_and_says_so(
     assert (await redis.hgetall(settings.keys.counters))["shadow_rate"] == "1"
     enforced = await scripts.admit("c1", params(rate=10, burst=1), FIELDS, T0)
     assert enforced.code is AdmitCode.RATE_LIMITED  # the same bucket, enforced, refuses
+
+
+async def test_open_circuit_refuses_admission_and_enqueues_nothing(
+        scripts: LuaScripts, redis: Redis, settings: CommonSettings) -> None:
+    await redis.set(settings.keys.circuit, "open", px=4000)
+    res = await scripts.admit("c1", params(), FIELDS, T0)
+    assert res.code is AdmitCode.CIRCUIT_OPEN and 0 < res.retry_ms <= 4000
+    assert await redis.xlen(settings.keys.intake) == 0

@@ -14,6 +14,7 @@ class AdmitCode(IntEnum):
     INTAKE_RATE = 2
     BACKLOG_FULL = 3
     DUPLICATE = 4
+    CIRCUIT_OPEN = 5
 
 
 class DispatchCode(IntEnum):
@@ -106,7 +107,7 @@ def parse_admit(raw: list[object]) -> AdmitResult:
     if code is AdmitCode.RATE_LIMITED:
         return AdmitResult(code, retry_ms=_num(raw[1]), remaining=_num(raw[2]),
                            reset_ms=_num(raw[3]))
-    if code is AdmitCode.INTAKE_RATE:
+    if code in (AdmitCode.INTAKE_RATE, AdmitCode.CIRCUIT_OPEN):
         return AdmitResult(code, retry_ms=_num(raw[1]))
     if code is AdmitCode.DUPLICATE:
         return AdmitResult(code, rid=_str(raw[1]))

@@ -35,6 +35,7 @@ SCRIPT_NAMES = (
     "claim_stale",
     "replay_dead_letter",
     "renew_lease",
+    "record_backend_outcome",
 )
 
 
@@ -113,7 +114,7 @@ class LuaScripts:
         idem_key = k.idempotency(identity, idempotency_digest or "-")
         idem_ttl = params.idempotency_ttl_ms if idempotency_digest else 0
         keys = (k.client_bucket(identity), k.intake_bucket, k.intake, k.drain_window, k.counters,
-                idem_key)
+                idem_key, k.circuit)
         args: list[str | int | float] = [
             _now(now_ms), params.rate, params.burst, params.intake_rate, params.intake_burst,
             params.backlog_cap, params.stream_maxlen, params.deadline_ms, idem_ttl,
@@ -185,3 +186,11 @@ class LuaScripts:
         keys = (k.worker_leases, k.worker_capacity)
         return int(await self.call("renew_lease", keys, (_now(now_ms), worker_id, capacity,
                                                          ttl_ms)))
+
+    # -- backend circuit -------------------------------------------------------------------
+    async def record_backend_outcome(self, ok: bool, threshold: int, cooldown_ms: int) -> bool:
+        """Close the circuit on a success; count a failure. True if this opened it."""
+        k = self._k
+        raw = await self.call("record_backend_outcome", (k.backend_failures, k.circuit),
+                              ("ok" if ok else "fail", threshold, cooldown_ms))
+        return int(raw) == 1

@@ -144,6 +144,8 @@ def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Res
     if result.code is AdmitCode.RATE_LIMITED:
         core.deny_cache.remember(client.identity, result, monotonic())
         count("rejected_rate_limit", client.identity)
+    elif result.code is AdmitCode.CIRCUIT_OPEN:
+        count("unavailable", client.identity)
     else:
         count("rejected_backlog", client.identity)
     return rejection(result, client.burst)

@@ -10,6 +10,7 @@ KEYS[3]  intake stream
 KEYS[4]  drain window (hash, written by dispatch_entries: w, c, p)
 KEYS[5]  counters (hash of totals, for `dam status`)
 KEYS[6]  idempotency key of this client + Idempotency-Key (string: request id), used if ARGV[9] > 0
+KEYS[7]  backend circuit (string, exists while open; set by workers after repeated failures)
 ARGV[1]  now in ms, or '' to use the server clock
 ARGV[2]  client rate (tokens/s, > 0)
 ARGV[3]  client burst (bucket size, >= 1)
@@ -29,6 +30,7 @@ Reply:
   {2, retry_ms}                                  global intake rate exceeded
   {3, backlog, drain_per_s}                      backlog full
   {4, original_id}                               same Idempotency-Key seen: nothing enqueued
+  {5, retry_ms}                                  backend circuit open: nothing enqueued
 ]]
 local now = tonumber(ARGV[1])
 if not now then
@@ -55,6 +57,12 @@ local idem_ttl = tonumber(ARGV[9])
 if idem_ttl > 0 then
   local original = redis.call('GET', KEYS[6])
   if original then return {4, original} end
+end
+
+local open_ms = redis.call('PTTL', KEYS[7])
+if open_ms > 0 then
+  redis.call('HINCRBY', KEYS[5], 'rejected_circuit', 1)
+  return {5, open_ms}
 end
 
 local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
