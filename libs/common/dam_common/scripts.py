@@ -36,6 +36,7 @@ SCRIPT_NAMES = (
     "replay_dead_letter",
     "renew_lease",
     "record_backend_outcome",
+    "cancel_request",
 )
 
 
@@ -193,4 +194,11 @@ class LuaScripts:
         k = self._k
         raw = await self.call("record_backend_outcome", (k.backend_failures, k.circuit),
                               ("ok" if ok else "fail", threshold, cooldown_ms))
+        return int(raw) == 1
+
+    async def cancel(self, rid: str, now_ms: int | None = None) -> bool:
+        """End a still-queued request as `cancelled`; False once it was dispatched."""
+        k = self._k
+        raw = await self.call("cancel_request", (k.intake, k.request(rid), k.counters),
+                              (_now(now_ms), rid, self._s.result_ttl_ms))
         return int(raw) == 1

@@ -21,6 +21,7 @@ from dam_ingress.access import AccessPolicy, Client, Unauthorized
 from dam_ingress.admission import AdmissionBatcher, DenyCache, monotonic
 from dam_ingress.metrics import (
     ADMISSION_SECONDS,
+    CANCELLED,
     DENY_CACHE_HITS,
     END_TO_END_SECONDS,
     SHADOW_REJECTIONS,
@@ -109,7 +110,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _accepted(result.rid, result.backlog, "queued")
     if chat.stream:
         return await _stream_answer(request, core, result)
-    return await _wait_answer(core, result, started)
+    return await _wait_answer(request, core, result, started)
 
 
 def _log_accepted(client: Client, result: AdmitResult, stream: bool) -> None:
@@ -170,22 +171,48 @@ def _accepted(rid: str, position: int, status: str) -> web.Response:
     return web.json_response(body, status=202, headers=headers)
 
 
-async def _next_terminal(queue: asyncio.Queue[Reply]) -> Reply:
+class ClientGone(Exception):
+    """The waiting caller closed its connection."""
+
+
+async def _terminal_while_connected(request: web.Request, queue: asyncio.Queue[Reply]) -> Reply:
+    """The terminal reply; checks every second that the caller is still there."""
     while True:
-        reply = await queue.get()
+        try:
+            reply = await asyncio.wait_for(queue.get(), 1.0)
+        except TimeoutError:
+            if request.transport is None or request.transport.is_closing():
+                raise ClientGone from None
+            continue
         if reply.kind is not ReplyKind.CHUNK:
             return reply
 
 
-async def _wait_answer(core: IngressCore, result: AdmitResult, started: float) -> web.Response:
+async def _cancel_if_queued(core: IngressCore, rid: str) -> None:
+    """No LLM call for a client who left: cancel its request if it has not been dispatched."""
+    try:
+        cancelled = await core.scripts.cancel(rid)
+    except TRANSIENT_REDIS_ERRORS:
+        return
+    if cancelled:
+        CANCELLED.inc()
+        log.info("cancelled", extra={"rid": rid, "reason": "client went away while queued"})
+
+
+async def _wait_answer(request: web.Request, core: IngressCore, result: AdmitResult,
+                       started: float) -> web.StreamResponse:
     """Hold the caller until its completion arrives, or hand it a 202 when the wait runs out."""
     rid = result.rid
     queue = core.router.subscribe(rid)
     WAITING.inc()
     try:
-        reply = await asyncio.wait_for(_next_terminal(queue), core.settings.wait_timeout_s)
+        reply = await asyncio.wait_for(_terminal_while_connected(request, queue),
+                                       core.settings.wait_timeout_s)
     except TimeoutError:
         return _accepted(rid, result.backlog, "queued")
+    except ClientGone:
+        await _cancel_if_queued(core, rid)
+        return web.Response(status=499)  # nobody reads it: the connection is gone
     finally:
         core.router.unsubscribe(rid)
         WAITING.dec()
@@ -225,6 +252,9 @@ async def _stream_answer(request: web.Request, core: IngressCore,
         await resp.prepare(request)
         await resp.write(f": queued id={rid} position={result.backlog}\n\n".encode())
         await _relay(resp, queue, rid, core.settings.wait_timeout_s)
+    except (ConnectionResetError, ConnectionError):
+        await _cancel_if_queued(core, rid)
+        raise
     finally:
         core.router.unsubscribe(rid)
         WAITING.dec()

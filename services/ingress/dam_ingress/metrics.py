@@ -27,6 +27,8 @@ END_TO_END_SECONDS = Histogram(
 SHADOW_REJECTIONS = Counter("dam_ingress_shadow_rejections_total",
                             "Requests over a limit in shadow mode (enforce = false): let "
                             "through, counted and logged.")
+CANCELLED = Counter("dam_ingress_cancelled_total",
+                    "Queued requests cancelled because their caller went away.")
 DENY_CACHE_HITS = Counter("dam_ingress_deny_cache_hits_total", "429s answered locally.")
 WAITING = Gauge("dam_ingress_waiting_requests", "Accepted requests whose caller is waiting.")
 OPEN_CONNECTIONS = Gauge("dam_ingress_open_connections", "Client connections open now.")
