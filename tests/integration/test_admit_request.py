@@ -131,3 +131,12 @@ async def test_open_circuit_refuses_admission_and_enqueues_nothing(
     res = await scripts.admit("c1", params(), FIELDS, T0)
     assert res.code is AdmitCode.CIRCUIT_OPEN and 0 < res.retry_ms <= 4000
     assert await redis.xlen(settings.keys.intake) == 0
+
+
+async def test_admitted_request_learns_its_eta_from_the_drain_rate(
+        scripts: LuaScripts, redis: Redis, settings: CommonSettings) -> None:
+    await redis.hset(settings.keys.drain_window, mapping={"w": T0 // 1000 - 1, "c": 20, "p": 0})
+    for i in range(10):
+        await scripts.admit(f"c{i}", params(), FIELDS, T0)
+    res = await scripts.admit("late", params(), FIELDS, T0)
+    assert (res.backlog, res.drain_per_s, res.eta_s) == (10, 20, 0.5)

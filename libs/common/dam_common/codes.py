@@ -59,6 +59,11 @@ class AdmitResult:
     drain_per_s: int = 0
     shadowed: bool = False
 
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until dispatch at the rate the backlog drained over the last second."""
+        return round(self.backlog / self.drain_per_s, 1) if self.drain_per_s else None
+
 
 @dataclass(frozen=True, slots=True)
 class DispatchResult:
@@ -103,7 +108,7 @@ def parse_admit(raw: list[object]) -> AdmitResult:
     if code is AdmitCode.ADMITTED:
         return AdmitResult(code, rid=_str(raw[1]), backlog=_num(raw[2]),
                            remaining=_num(raw[3]), reset_ms=_num(raw[4]),
-                           shadowed=len(raw) > 5 and _num(raw[5]) == 1)
+                           shadowed=_num(raw[5]) == 1, drain_per_s=_num(raw[6]))
     if code is AdmitCode.RATE_LIMITED:
         return AdmitResult(code, retry_ms=_num(raw[1]), remaining=_num(raw[2]),
                            reset_ms=_num(raw[3]))

@@ -107,7 +107,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _rejected(core, client, result)
     _log_accepted(client, result, chat.stream)
     if "respond-async" in request.headers.get("Prefer", ""):
-        return _accepted(result.rid, result.backlog, "queued")
+        return _accepted(result.rid, result.backlog, "queued", result.eta_s)
     if chat.stream:
         return await _stream_answer(request, core, result)
     return await _wait_answer(request, core, result, started)
@@ -165,8 +165,9 @@ async def _original(core: IngressCore, rid: str) -> web.Response:
     return resp
 
 
-def _accepted(rid: str, position: int, status: str) -> web.Response:
-    body = {"id": rid, "object": "dam.request", "status": status, "position": position}
+def _accepted(rid: str, position: int, status: str, eta_s: float | None = None) -> web.Response:
+    body = {"id": rid, "object": "dam.request", "status": status, "position": position,
+            "eta_s": eta_s}
     headers = {"Location": f"/v1/requests/{rid}", "x-dam-request-id": rid}
     return web.json_response(body, status=202, headers=headers)
 
@@ -209,7 +210,7 @@ async def _wait_answer(request: web.Request, core: IngressCore, result: AdmitRes
         reply = await asyncio.wait_for(_terminal_while_connected(request, queue),
                                        core.settings.wait_timeout_s)
     except TimeoutError:
-        return _accepted(rid, result.backlog, "queued")
+        return _accepted(rid, result.backlog, "queued", result.eta_s)
     except ClientGone:
         await _cancel_if_queued(core, rid)
         return web.Response(status=499)  # nobody reads it: the connection is gone
@@ -250,7 +251,8 @@ async def _stream_answer(request: web.Request, core: IngressCore,
         "x-dam-request-id": rid})
     try:
         await resp.prepare(request)
-        await resp.write(f": queued id={rid} position={result.backlog}\n\n".encode())
+        eta = "" if result.eta_s is None else f" eta_s={result.eta_s}"
+        await resp.write(f": queued id={rid} position={result.backlog}{eta}\n\n".encode())
         await _relay(resp, queue, rid, core.settings.wait_timeout_s)
     except (ConnectionResetError, ConnectionError):
         await _cancel_if_queued(core, rid)

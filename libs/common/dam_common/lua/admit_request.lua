@@ -24,8 +24,8 @@ ARGV[10] '1' to enforce the client bucket, '0' for shadow mode (count, let throu
 ARGV[11..] field, value pairs of the entry
 
 Reply:
-  {0, id, backlog_before, remaining, reset_ms, shadowed}   admitted (shadowed = 1: over the
-                                                 client's rate, let through in shadow mode)
+  {0, id, backlog_before, remaining, reset_ms, shadowed, drain_per_s}   admitted (shadowed = 1:
+                          over the client's rate, let through in shadow mode)
   {1, retry_ms, remaining, reset_ms}             client over its rate
   {2, retry_ms}                                  global intake rate exceeded
   {3, backlog, drain_per_s}                      backlog full
@@ -36,6 +36,16 @@ local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Requests dispatched per second lately: the last full second of the drain window.
+local function drain_per_s()
+  local drain = redis.call('HMGET', KEYS[4], 'w', 'c', 'p')
+  local w = tonumber(drain[1]) or 0
+  local sec = math.floor(now / 1000)
+  if w == sec then return tonumber(drain[3]) or 0 end
+  if w == sec - 1 then return tonumber(drain[2]) or 0 end
+  return 0
 end
 
 -- Refilled token count of a bucket at `now`; nothing is written here.
@@ -91,14 +101,8 @@ end
 
 local backlog = redis.call('XLEN', KEYS[3])
 if backlog >= tonumber(ARGV[6]) then
-  local drain = redis.call('HMGET', KEYS[4], 'w', 'c', 'p')
-  local w = tonumber(drain[1]) or 0
-  local sec = math.floor(now / 1000)
-  local per_s = 0
-  if w == sec then per_s = tonumber(drain[3]) or 0
-  elseif w == sec - 1 then per_s = tonumber(drain[2]) or 0 end
   redis.call('HINCRBY', KEYS[5], 'rejected_backlog', 1)
-  return {3, backlog, per_s}
+  return {3, backlog, drain_per_s()}
 end
 
 if shadowed == 0 then store(KEYS[1], tokens - 1, rate, burst) end
@@ -110,4 +114,5 @@ local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'accepted_ms
 redis.call('HINCRBY', KEYS[5], 'accepted', 1)
 if idem_ttl > 0 then redis.call('SET', KEYS[6], id, 'PX', idem_ttl) end
 local left = math.max(0, tokens - 1)
-return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate), shadowed}
+return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate), shadowed,
+  drain_per_s()}
