@@ -222,3 +222,39 @@ async def test_sigterm_lets_waiting_callers_finish_and_every_service_exit_cleanl
     for proc in (dispatcher, worker):
         proc.process.terminate()
         assert proc.process.wait(10) == 0
+
+
+async def test_backend_down_opens_the_circuit_and_the_ingress_answers_503_at_once(
+        stack: DamStack) -> None:
+    mock = stack.mock_llm("--error-rate", "1", "--status", "503")
+    ingress = stack.ingress(**OPEN_LIMITS)
+    stack.dispatcher()
+    stack.worker(mock, DAM_CIRCUIT_FAILURES="2", DAM_CIRCUIT_COOLDOWN_S="3",
+                 DAM_LLM_MAX_ATTEMPTS="1", DAM_MAX_DELIVERIES="1")
+    failed = await _post_all(ingress, 2)
+    assert [status for status, _, _ in failed] == [502, 502]
+    started = time.monotonic()
+    [(status, headers, body)] = await _post_all(ingress, 1)
+    assert (status, body["error"]["code"]) == (503, "backend_unavailable")
+    assert int(headers["Retry-After"]) >= 1 and time.monotonic() - started < 1
+    calls = get_json(f"{mock.url}/stats")["requests_total"]
+    await asyncio.sleep(3.2)  # cooldown over: requests reach the (still failing) backend again
+    [(status, _, _)] = await _post_all(ingress, 1)
+    assert status == 502 and get_json(f"{mock.url}/stats")["requests_total"] == calls + 1
+
+
+async def test_caller_who_leaves_while_queued_costs_no_llm_call(stack: DamStack) -> None:
+    mock = stack.mock_llm("--ttft-ms", "10")
+    ingress = stack.ingress(**OPEN_LIMITS)
+    stack.dispatcher()  # no worker yet: requests wait in the intake stream
+    timeout = aiohttp.ClientTimeout(total=1.0)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        with pytest.raises(TimeoutError):
+            async with http.post(f"{ingress.url}/v1/chat/completions", json=CHAT) as resp:
+                await resp.read()
+    await asyncio.sleep(2.5)  # the ingress notices within a second
+    stack.worker(mock)
+    await asyncio.sleep(1.5)
+    assert get_json(f"{mock.url}/stats")["requests_total"] == 0
+    async with aiohttp.ClientSession() as http, http.get(f"{ingress.url}/metrics") as resp:
+        assert "dam_ingress_cancelled_total 1.0" in await resp.text()

@@ -110,3 +110,33 @@ async def test_repeated_idempotency_key_returns_the_original_and_enqueues_nothin
     bucket = await redis.hgetall(settings.keys.client_bucket("c1"))
     assert float(bucket["tokens"]) == 4  # the repeat was not charged
     assert 0 < await redis.pttl(settings.keys.idempotency("c1", "k1")) <= 10_000
+
+
+async def test_shadow_mode_lets_an_over_rate_request_through_and_says_so(
+        scripts: LuaScripts, redis: Redis, settings: CommonSettings) -> None:
+    shadow = AdmitParams(10, 1, 0, 1, 100, 200, 60_000, enforce=False)
+    first = await scripts.admit("c1", shadow, FIELDS, T0)
+    over = await scripts.admit("c1", shadow, FIELDS, T0)
+    assert (first.code, first.shadowed) == (AdmitCode.ADMITTED, False)
+    assert (over.code, over.shadowed) == (AdmitCode.ADMITTED, True)
+    assert await redis.xlen(settings.keys.intake) == 2
+    assert (await redis.hgetall(settings.keys.counters))["shadow_rate"] == "1"
+    enforced = await scripts.admit("c1", params(rate=10, burst=1), FIELDS, T0)
+    assert enforced.code is AdmitCode.RATE_LIMITED  # the same bucket, enforced, refuses
+
+
+async def test_open_circuit_refuses_admission_and_enqueues_nothing(
+        scripts: LuaScripts, redis: Redis, settings: CommonSettings) -> None:
+    await redis.set(settings.keys.circuit, "open", px=4000)
+    res = await scripts.admit("c1", params(), FIELDS, T0)
+    assert res.code is AdmitCode.CIRCUIT_OPEN and 0 < res.retry_ms <= 4000
+    assert await redis.xlen(settings.keys.intake) == 0
+
+
+async def test_admitted_request_learns_its_eta_from_the_drain_rate(
+        scripts: LuaScripts, redis: Redis, settings: CommonSettings) -> None:
+    await redis.hset(settings.keys.drain_window, mapping={"w": T0 // 1000 - 1, "c": 20, "p": 0})
+    for i in range(10):
+        await scripts.admit(f"c{i}", params(), FIELDS, T0)
+    res = await scripts.admit("late", params(), FIELDS, T0)
+    assert (res.backlog, res.drain_per_s, res.eta_s) == (10, 20, 0.5)

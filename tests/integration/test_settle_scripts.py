@@ -132,3 +132,13 @@ async def test_lease_renewal_and_removal(scripts: LuaScripts, redis: Redis,
     assert await redis.hget(k.worker_capacity, "w1") == "4"
     assert await scripts.renew_lease("w1", 0, 0, T0) == 0
     assert await redis.zcard(k.worker_leases) == 0
+
+
+async def test_circuit_opens_after_consecutive_failures_and_closes_on_success(
+        scripts: LuaScripts, redis: Redis, settings: CommonSettings) -> None:
+    k = settings.keys
+    assert [await scripts.record_backend_outcome(False, 3, 5000) for _ in range(3)] == [
+        False, False, True]
+    assert 0 < await redis.pttl(k.circuit) <= 5000
+    assert await scripts.record_backend_outcome(True, 3, 5000) is False
+    assert not await redis.exists(k.circuit)

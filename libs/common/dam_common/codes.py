@@ -14,6 +14,7 @@ class AdmitCode(IntEnum):
     INTAKE_RATE = 2
     BACKLOG_FULL = 3
     DUPLICATE = 4
+    CIRCUIT_OPEN = 5
 
 
 class DispatchCode(IntEnum):
@@ -56,6 +57,12 @@ class AdmitResult:
     reset_ms: int = 0
     retry_ms: int = 0
     drain_per_s: int = 0
+    shadowed: bool = False
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until dispatch at the rate the backlog drained over the last second."""
+        return round(self.backlog / self.drain_per_s, 1) if self.drain_per_s else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +107,12 @@ def parse_admit(raw: list[object]) -> AdmitResult:
     code = AdmitCode(int(_num(raw[0])))
     if code is AdmitCode.ADMITTED:
         return AdmitResult(code, rid=_str(raw[1]), backlog=_num(raw[2]),
-                           remaining=_num(raw[3]), reset_ms=_num(raw[4]))
+                           remaining=_num(raw[3]), reset_ms=_num(raw[4]),
+                           shadowed=_num(raw[5]) == 1, drain_per_s=_num(raw[6]))
     if code is AdmitCode.RATE_LIMITED:
         return AdmitResult(code, retry_ms=_num(raw[1]), remaining=_num(raw[2]),
                            reset_ms=_num(raw[3]))
-    if code is AdmitCode.INTAKE_RATE:
+    if code in (AdmitCode.INTAKE_RATE, AdmitCode.CIRCUIT_OPEN):
         return AdmitResult(code, retry_ms=_num(raw[1]))
     if code is AdmitCode.DUPLICATE:
         return AdmitResult(code, rid=_str(raw[1]))

@@ -75,6 +75,16 @@ class Keys:
         return self.base + "inflight"
 
     @property
+    def circuit(self) -> str:
+        """Exists (with a TTL) while the backend circuit is open: admissions get 503."""
+        return self.base + "backend:circuit"
+
+    @property
+    def backend_failures(self) -> str:
+        """Consecutive transient backend failures seen by the workers."""
+        return self.base + "backend:failures"
+
+    @property
     def counters(self) -> str:
         """Hash of running totals (accepted, rejected_*, dispatched, completed, ...)."""
         return self.base + "counters"

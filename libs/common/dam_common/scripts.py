@@ -35,6 +35,8 @@ SCRIPT_NAMES = (
     "claim_stale",
     "replay_dead_letter",
     "renew_lease",
+    "record_backend_outcome",
+    "cancel_request",
 )
 
 
@@ -59,6 +61,7 @@ class AdmitParams:
     stream_maxlen: int
     deadline_ms: int
     idempotency_ttl_ms: int = 0
+    enforce: bool = True  # False: shadow mode, over-rate requests are counted and let through
 
 
 ScriptCall = tuple[str, Sequence[str], Sequence[str | int | float]]
@@ -112,10 +115,11 @@ class LuaScripts:
         idem_key = k.idempotency(identity, idempotency_digest or "-")
         idem_ttl = params.idempotency_ttl_ms if idempotency_digest else 0
         keys = (k.client_bucket(identity), k.intake_bucket, k.intake, k.drain_window, k.counters,
-                idem_key)
+                idem_key, k.circuit)
         args: list[str | int | float] = [
             _now(now_ms), params.rate, params.burst, params.intake_rate, params.intake_burst,
             params.backlog_cap, params.stream_maxlen, params.deadline_ms, idem_ttl,
+            "1" if params.enforce else "0",
         ]
         for name, value in fields.items():
             args += (name, value)
@@ -183,3 +187,18 @@ class LuaScripts:
         keys = (k.worker_leases, k.worker_capacity)
         return int(await self.call("renew_lease", keys, (_now(now_ms), worker_id, capacity,
                                                          ttl_ms)))
+
+    # -- backend circuit -------------------------------------------------------------------
+    async def record_backend_outcome(self, ok: bool, threshold: int, cooldown_ms: int) -> bool:
+        """Close the circuit on a success; count a failure. True if this opened it."""
+        k = self._k
+        raw = await self.call("record_backend_outcome", (k.backend_failures, k.circuit),
+                              ("ok" if ok else "fail", threshold, cooldown_ms))
+        return int(raw) == 1
+
+    async def cancel(self, rid: str, now_ms: int | None = None) -> bool:
+        """End a still-queued request as `cancelled`; False once it was dispatched."""
+        k = self._k
+        raw = await self.call("cancel_request", (k.intake, k.request(rid), k.counters),
+                              (_now(now_ms), rid, self._s.result_ttl_ms))
+        return int(raw) == 1

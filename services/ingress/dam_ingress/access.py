@@ -22,6 +22,7 @@ class Client:
     identity: str
     rate: float
     burst: int
+    enforce: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class ApiKey:
     sha256: str
     rate: float
     burst: int
+    enforce: bool = True
 
 
 class Unauthorized(Exception):
@@ -69,7 +71,7 @@ class AccessPolicy:
             return self._by_key(authorization)
         address = self.client_address(peer, forwarded_for)
         anon = self._anonymous
-        return Client(f"ip:{address}", anon.rate, anon.burst)
+        return Client(f"ip:{address}", anon.rate, anon.burst, anon.enforce)
 
     def _by_key(self, authorization: str | None) -> Client:
         scheme, _, secret = (authorization or "").partition(" ")
@@ -80,7 +82,7 @@ class AccessPolicy:
         # The dict lookup is on a hash of the secret; compare in constant time all the same.
         if key is None or not hmac.compare_digest(key.sha256, digest):
             raise Unauthorized
-        return Client(f"key:{key.name}", key.rate, key.burst)
+        return Client(f"key:{key.name}", key.rate, key.burst, key.enforce)
 
     def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
         """The peer, or the right-most untrusted hop of X-Forwarded-For if the peer is trusted."""
@@ -128,7 +130,7 @@ def load_policy(path: Path | None, anonymous: Client, key_default: Client,
         raise ConfigError(f"limits file {path}: {exc}") from exc
     anon = doc.get("anonymous", {})
     anonymous = Client("anonymous", float(anon.get("rate", anonymous.rate)),
-                       int(anon.get("burst", anonymous.burst)))
+                       int(anon.get("burst", anonymous.burst)), _enforce(anon, "anonymous"))
     keys = [_parse_key(i, item, key_default) for i, item in enumerate(doc.get("keys", []))]
     return AccessPolicy(keys, anonymous, trusted, bool(anon.get("allowed", False)))
 
@@ -145,4 +147,11 @@ def _parse_key(index: int, item: dict[str, Any], default: Client) -> ApiKey:
     rate, burst = float(item.get("rate", default.rate)), int(item.get("burst", default.burst))
     if rate <= 0 or burst < 1:
         raise ConfigError(f"{where}: rate must be > 0 and burst >= 1")
-    return ApiKey(name, digest, rate, burst)
+    return ApiKey(name, digest, rate, burst, _enforce(item, where))
+
+
+def _enforce(section: dict[str, Any], where: str) -> bool:
+    value = section.get("enforce", True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: 'enforce' must be true or false")
+    return value

@@ -66,6 +66,10 @@ class DenyCache:
         if len(self._denials) >= self._max:
             self._denials.clear()
 
+    def clear(self) -> None:
+        """Forget every denial (the limits changed)."""
+        self._denials.clear()
+
     def __len__(self) -> int:
         return len(self._denials)
 

@@ -21,8 +21,10 @@ from dam_ingress.access import AccessPolicy, Client, Unauthorized
 from dam_ingress.admission import AdmissionBatcher, DenyCache, monotonic
 from dam_ingress.metrics import (
     ADMISSION_SECONDS,
+    CANCELLED,
     DENY_CACHE_HITS,
     END_TO_END_SECONDS,
+    SHADOW_REJECTIONS,
     WAITING,
     count,
 )
@@ -55,7 +57,7 @@ class IngressCore:
         s = self.settings
         return AdmitParams(client.rate, client.burst, s.intake_rate, s.intake_burst,
                            s.backlog_cap, s.intake_maxlen, int(s.queue_deadline_s * 1000),
-                           int(s.idempotency_ttl_s * 1000))
+                           int(s.idempotency_ttl_s * 1000), client.enforce)
 
 
 CORE = web.AppKey("core", IngressCore)
@@ -103,14 +105,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _original(core, result.rid)
     if result.code is not AdmitCode.ADMITTED:
         return _rejected(core, client, result)
-    count("accepted", client.identity)
-    log.info("accepted", extra={"rid": result.rid, "client": client.identity,
-                                "position": result.backlog, "stream": chat.stream})
+    _log_accepted(client, result, chat.stream)
     if "respond-async" in request.headers.get("Prefer", ""):
-        return _accepted(result.rid, result.backlog, "queued")
+        return _accepted(result.rid, result.backlog, "queued", result.eta_s)
     if chat.stream:
         return await _stream_answer(request, core, result)
-    return await _wait_answer(core, result, started)
+    return await _wait_answer(request, core, result, started)
+
+
+def _log_accepted(client: Client, result: AdmitResult, stream: bool) -> None:
+    count("accepted", client.identity)
+    if result.shadowed:
+        SHADOW_REJECTIONS.inc()
+        log.info("would reject: over its rate (shadow mode)", extra={
+            "rid": result.rid, "client": client.identity, "rule": "client_rate"})
+    log.info("accepted", extra={"rid": result.rid, "client": client.identity,
+                                "position": result.backlog, "stream": stream})
 
 
 async def _read_body(request: web.Request, core: IngressCore) -> bytes:
@@ -135,6 +145,8 @@ def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Res
     if result.code is AdmitCode.RATE_LIMITED:
         core.deny_cache.remember(client.identity, result, monotonic())
         count("rejected_rate_limit", client.identity)
+    elif result.code is AdmitCode.CIRCUIT_OPEN:
+        count("unavailable", client.identity)
     else:
         count("rejected_backlog", client.identity)
     return rejection(result, client.burst)
@@ -153,28 +165,55 @@ async def _original(core: IngressCore, rid: str) -> web.Response:
     return resp
 
 
-def _accepted(rid: str, position: int, status: str) -> web.Response:
-    body = {"id": rid, "object": "dam.request", "status": status, "position": position}
+def _accepted(rid: str, position: int, status: str, eta_s: float | None = None) -> web.Response:
+    body = {"id": rid, "object": "dam.request", "status": status, "position": position,
+            "eta_s": eta_s}
     headers = {"Location": f"/v1/requests/{rid}", "x-dam-request-id": rid}
     return web.json_response(body, status=202, headers=headers)
 
 
-async def _next_terminal(queue: asyncio.Queue[Reply]) -> Reply:
+class ClientGone(Exception):
+    """The waiting caller closed its connection."""
+
+
+async def _terminal_while_connected(request: web.Request, queue: asyncio.Queue[Reply]) -> Reply:
+    """The terminal reply; checks every second that the caller is still there."""
     while True:
-        reply = await queue.get()
+        try:
+            reply = await asyncio.wait_for(queue.get(), 1.0)
+        except TimeoutError:
+            if request.transport is None or request.transport.is_closing():
+                raise ClientGone from None
+            continue
         if reply.kind is not ReplyKind.CHUNK:
             return reply
 
 
-async def _wait_answer(core: IngressCore, result: AdmitResult, started: float) -> web.Response:
+async def _cancel_if_queued(core: IngressCore, rid: str) -> None:
+    """No LLM call for a client who left: cancel its request if it has not been dispatched."""
+    try:
+        cancelled = await core.scripts.cancel(rid)
+    except TRANSIENT_REDIS_ERRORS:
+        return
+    if cancelled:
+        CANCELLED.inc()
+        log.info("cancelled", extra={"rid": rid, "reason": "client went away while queued"})
+
+
+async def _wait_answer(request: web.Request, core: IngressCore, result: AdmitResult,
+                       started: float) -> web.StreamResponse:
     """Hold the caller until its completion arrives, or hand it a 202 when the wait runs out."""
     rid = result.rid
     queue = core.router.subscribe(rid)
     WAITING.inc()
     try:
-        reply = await asyncio.wait_for(_next_terminal(queue), core.settings.wait_timeout_s)
+        reply = await asyncio.wait_for(_terminal_while_connected(request, queue),
+                                       core.settings.wait_timeout_s)
     except TimeoutError:
-        return _accepted(rid, result.backlog, "queued")
+        return _accepted(rid, result.backlog, "queued", result.eta_s)
+    except ClientGone:
+        await _cancel_if_queued(core, rid)
+        return web.Response(status=499)  # nobody reads it: the connection is gone
     finally:
         core.router.unsubscribe(rid)
         WAITING.dec()
@@ -212,8 +251,12 @@ async def _stream_answer(request: web.Request, core: IngressCore,
         "x-dam-request-id": rid})
     try:
         await resp.prepare(request)
-        await resp.write(f": queued id={rid} position={result.backlog}\n\n".encode())
+        eta = "" if result.eta_s is None else f" eta_s={result.eta_s}"
+        await resp.write(f": queued id={rid} position={result.backlog}{eta}\n\n".encode())
         await _relay(resp, queue, rid, core.settings.wait_timeout_s)
+    except (ConnectionResetError, ConnectionError):
+        await _cancel_if_queued(core, rid)
+        raise
     finally:
         core.router.unsubscribe(rid)
         WAITING.dec()

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import cast
 
 from aiohttp import web
 
+from dam_common.errors import ConfigError
 from dam_common.runtime import on_stop_signals
+from dam_ingress.app import build_policy
+from dam_ingress.handlers import CORE, IngressCore
 from dam_ingress.metrics import OPEN_CONNECTIONS, REFUSED_CONNECTIONS
 from dam_ingress.settings import IngressSettings
 
@@ -51,6 +55,19 @@ class CappedFactory:
         return self._server()
 
 
+def reload_limits(core: IngressCore) -> bool:
+    """SIGHUP: read the limits file again; a bad file is refused and the old limits stay."""
+    try:
+        core.policy = build_policy(core.settings)
+    except ConfigError as exc:
+        log.error("limits file refused; the previous limits stay in force",
+                  extra={"error": str(exc)})
+        return False
+    core.deny_cache.clear()
+    log.info("limits reloaded", extra={"file": str(core.settings.config_file)})
+    return True
+
+
 async def serve(app: web.Application, settings: IngressSettings) -> None:
     """Listen until SIGTERM/SIGINT, then drain within DAM_SHUTDOWN_GRACE_S."""
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.client_timeout_s,
@@ -67,6 +84,7 @@ async def serve(app: web.Application, settings: IngressSettings) -> None:
                                         reuse_address=True)
     stop = asyncio.Event()
     on_stop_signals(stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_limits, app[CORE])
     log.info("ingress listening", extra={"host": settings.host, "port": settings.port})
     try:
         await stop.wait()

@@ -24,6 +24,11 @@ END_TO_END_SECONDS = Histogram(
     "Accept to answer for callers that waited for their completion.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
 )
+SHADOW_REJECTIONS = Counter("dam_ingress_shadow_rejections_total",
+                            "Requests over a limit in shadow mode (enforce = false): let "
+                            "through, counted and logged.")
+CANCELLED = Counter("dam_ingress_cancelled_total",
+                    "Queued requests cancelled because their caller went away.")
 DENY_CACHE_HITS = Counter("dam_ingress_deny_cache_hits_total", "429s answered locally.")
 WAITING = Gauge("dam_ingress_waiting_requests", "Accepted requests whose caller is waiting.")
 OPEN_CONNECTIONS = Gauge("dam_ingress_open_connections", "Client connections open now.")

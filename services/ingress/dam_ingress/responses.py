@@ -47,6 +47,10 @@ def rejection(result: AdmitResult, burst: int) -> web.Response:
                    **rate_limit_headers(burst, result.remaining, result.reset_ms)}
         return error_response(429, f"Rate limit reached: retry in {retry}s.", "requests",
                               "rate_limit_exceeded", headers=headers)
+    if result.code is AdmitCode.CIRCUIT_OPEN:
+        return error_response(503, "The model backend is failing; retry in "
+                              f"{retry}s.", "server_unavailable", "backend_unavailable",
+                              headers={"Retry-After": str(retry)})
     if result.code is AdmitCode.INTAKE_RATE:
         return error_response(503, "The service is taking in requests at its limit; retry "
                               f"in {retry}s.", "server_overloaded", "intake_rate_exceeded",

@@ -25,6 +25,10 @@ class WorkerSettings(CommonSettings):
                                       "(with full jitter).")
     llm_backoff_max_s: float = Field(5, gt=0, description="Longest wait between tries, "
                                      "Retry-After included.")
+    circuit_failures: int = Field(5, ge=0, description="Consecutive failed deliveries (after "
+                                  "retries) that open the backend circuit (0: never).")
+    circuit_cooldown_s: float = Field(10, gt=0, description="How long an open circuit makes "
+                                      "the ingress answer 503 before trying the backend again.")
     visibility_timeout_s: float = Field(30, gt=0, description="An entry idle this long in a "
                                         "worker's hands is reclaimed by another worker.")
     max_deliveries: int = Field(3, ge=1, description="Deliveries before an entry is "

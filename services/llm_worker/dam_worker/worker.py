@@ -187,15 +187,30 @@ class Worker:
             await self.settle_failure(item, FailMode.BURY, str(exc))
         except TransientBackendError as exc:
             LLM_CALLS.labels("transient_error").inc()
+            await self._backend_outcome(ok=False)
             await self.settle_failure(item, FailMode.RETRY, str(exc))
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
             await self.settle_failure(item, FailMode.BURY, f"unreadable entry: {exc}")
         else:
             LLM_CALLS.labels("ok").inc()
+            await self._backend_outcome(ok=True)
             LLM_SECONDS.observe(time.perf_counter() - started)
             usage = completion.get("usage") or {}
             TOKENS_OUT.inc(int(usage.get("completion_tokens", 0) or 0))
             await self._settle_completion(item, completion, time.perf_counter() - started)
+
+    async def _backend_outcome(self, ok: bool) -> None:
+        """Feed the circuit breaker; losing one report to a Redis blip is harmless."""
+        if not self._s.circuit_failures:
+            return
+        try:
+            opened = await self.scripts.record_backend_outcome(
+                ok, self._s.circuit_failures, int(self._s.circuit_cooldown_s * 1000))
+        except TRANSIENT_REDIS_ERRORS:
+            return
+        if opened:
+            log.error("backend circuit opened: the ingress answers 503 for a while",
+                      extra={"cooldown_s": self._s.circuit_cooldown_s})
 
     async def _call(self, item: WorkItem, body: dict[str, Any]) -> dict[str, Any]:
         async for attempt in backend_retrying(self._s.llm_max_attempts,

@@ -10,6 +10,7 @@ KEYS[3]  intake stream
 KEYS[4]  drain window (hash, written by dispatch_entries: w, c, p)
 KEYS[5]  counters (hash of totals, for `dam status`)
 KEYS[6]  idempotency key of this client + Idempotency-Key (string: request id), used if ARGV[9] > 0
+KEYS[7]  backend circuit (string, exists while open; set by workers after repeated failures)
 ARGV[1]  now in ms, or '' to use the server clock
 ARGV[2]  client rate (tokens/s, > 0)
 ARGV[3]  client burst (bucket size, >= 1)
@@ -19,19 +20,32 @@ ARGV[6]  backlog cap (max entries waiting in the intake stream)
 ARGV[7]  stream MAXLEN ~ safety net (must sit above the backlog cap)
 ARGV[8]  queue deadline in ms from now (the entry expires undispatched after it)
 ARGV[9]  idempotency TTL ms (0: the request carries no Idempotency-Key)
-ARGV[10..] field, value pairs of the entry
+ARGV[10] '1' to enforce the client bucket, '0' for shadow mode (count, let through)
+ARGV[11..] field, value pairs of the entry
 
 Reply:
-  {0, id, backlog_before, remaining, reset_ms}   admitted
+  {0, id, backlog_before, remaining, reset_ms, shadowed, drain_per_s}   admitted (shadowed = 1:
+                          over the client's rate, let through in shadow mode)
   {1, retry_ms, remaining, reset_ms}             client over its rate
   {2, retry_ms}                                  global intake rate exceeded
   {3, backlog, drain_per_s}                      backlog full
   {4, original_id}                               same Idempotency-Key seen: nothing enqueued
+  {5, retry_ms}                                  backend circuit open: nothing enqueued
 ]]
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Requests dispatched per second lately: the last full second of the drain window.
+local function drain_per_s()
+  local drain = redis.call('HMGET', KEYS[4], 'w', 'c', 'p')
+  local w = tonumber(drain[1]) or 0
+  local sec = math.floor(now / 1000)
+  if w == sec then return tonumber(drain[3]) or 0 end
+  if w == sec - 1 then return tonumber(drain[2]) or 0 end
+  return 0
 end
 
 -- Refilled token count of a bucket at `now`; nothing is written here.
@@ -55,13 +69,24 @@ if idem_ttl > 0 then
   if original then return {4, original} end
 end
 
+local open_ms = redis.call('PTTL', KEYS[7])
+if open_ms > 0 then
+  redis.call('HINCRBY', KEYS[5], 'rejected_circuit', 1)
+  return {5, open_ms}
+end
+
 local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens = refill(KEYS[1], rate, burst)
+local shadowed = 0
 if tokens < 1 then
-  local retry = math.ceil((1 - tokens) * 1000 / rate)
-  local reset = math.ceil((burst - tokens) * 1000 / rate)
-  redis.call('HINCRBY', KEYS[5], 'rejected_rate', 1)
-  return {1, retry, 0, reset}
+  if ARGV[10] ~= '0' then
+    local retry = math.ceil((1 - tokens) * 1000 / rate)
+    local reset = math.ceil((burst - tokens) * 1000 / rate)
+    redis.call('HINCRBY', KEYS[5], 'rejected_rate', 1)
+    return {1, retry, 0, reset}
+  end
+  shadowed = 1
+  redis.call('HINCRBY', KEYS[5], 'shadow_rate', 1)
 end
 
 local grate, gburst = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -76,23 +101,18 @@ end
 
 local backlog = redis.call('XLEN', KEYS[3])
 if backlog >= tonumber(ARGV[6]) then
-  local drain = redis.call('HMGET', KEYS[4], 'w', 'c', 'p')
-  local w = tonumber(drain[1]) or 0
-  local sec = math.floor(now / 1000)
-  local per_s = 0
-  if w == sec then per_s = tonumber(drain[3]) or 0
-  elseif w == sec - 1 then per_s = tonumber(drain[2]) or 0 end
   redis.call('HINCRBY', KEYS[5], 'rejected_backlog', 1)
-  return {3, backlog, per_s}
+  return {3, backlog, drain_per_s()}
 end
 
-store(KEYS[1], tokens - 1, rate, burst)
+if shadowed == 0 then store(KEYS[1], tokens - 1, rate, burst) end
 if grate > 0 then store(KEYS[2], gtokens - 1, grate, gburst) end
 local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'accepted_ms', now,
   'deadline_ms', now + tonumber(ARGV[8]), unpack(fields))
 redis.call('HINCRBY', KEYS[5], 'accepted', 1)
 if idem_ttl > 0 then redis.call('SET', KEYS[6], id, 'PX', idem_ttl) end
-local left = tokens - 1
-return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate)}
+local left = math.max(0, tokens - 1)
+return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate), shadowed,
+  drain_per_s()}
