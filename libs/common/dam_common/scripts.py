@@ -143,14 +143,20 @@ class LuaScripts:
         return parse_dispatch(await self.call("dispatch_entries", keys, args))
 
     # -- completion and failure -------------------------------------------------------------
-    async def complete(self, entry_id: str, rid: str, ingress_id: str, completion: str,
-                       now_ms: int | None = None) -> bool:
-        """Store the result, XACK the work entry, wake the ingress. False if already terminal."""
+    def complete_call(self, entry_id: str, rid: str, ingress_id: str, completion: str,
+                      now_ms: int | None = None) -> ScriptCall:
+        """The completion call of one entry, to be sent alone or in a batch."""
         k, s = self._k, self._s
         keys = (k.work, k.request(rid), k.reply(ingress_id), k.inflight, k.counters)
         args = (_now(now_ms), WORK_GROUP, entry_id, rid, completion, s.result_ttl_ms,
                 s.reply_maxlen, s.reply_ttl_ms)
-        return int(await self.call("complete_request", keys, args)) == 0
+        return ("complete_request", keys, args)
+
+    async def complete(self, entry_id: str, rid: str, ingress_id: str, completion: str,
+                       now_ms: int | None = None) -> bool:
+        """Store the result, XACK the work entry, wake the ingress. False if already terminal."""
+        name, keys, args = self.complete_call(entry_id, rid, ingress_id, completion, now_ms)
+        return int(await self.call(name, keys, args)) == 0
 
     async def fail(self, entry_id: str, rid: str, ingress_id: str, mode: str, error: str,
                    max_deliveries: int, now_ms: int | None = None) -> FailResult:

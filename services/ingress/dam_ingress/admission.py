@@ -1,19 +1,17 @@
 """Admission on the hot path: a local deny cache, and one Redis pipeline per event-loop tick.
 
-Measured while designing: one EVALSHA round trip per request through redis.asyncio costs about
-160 us of client CPU and caps a process near 5k requests/s; sending every admission issued in
-the same loop tick as one pipeline amortises that cost (see docs/benchmarks.md).
+Admissions issued in the same loop tick go to Redis as one pipeline (dam_common.batching).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dam_common.batching import TickBatcher
 from dam_common.codes import AdmitCode, AdmitResult, parse_admit
-from dam_common.scripts import AdmitParams, LuaScripts, ScriptCall
+from dam_common.scripts import AdmitParams, LuaScripts
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,58 +73,22 @@ class DenyCache:
 
 
 class AdmissionBatcher:
-    """Collects the admission calls of one loop tick and sends them as one pipeline."""
+    """Admissions of one loop tick, sent as one pipeline (see dam_common.batching)."""
 
     def __init__(self, scripts: LuaScripts, max_batch: int = 512) -> None:
         self._scripts = scripts
-        self._max_batch = max_batch
-        self._pending: list[tuple[ScriptCall, asyncio.Future[AdmitResult]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batcher = TickBatcher(scripts, max_batch)
 
     async def admit(self, identity: str, params: AdmitParams, fields: Mapping[str, str],
                     idempotency_digest: str = "") -> AdmitResult:
         """Queue one admission for this tick's pipeline and wait for its result."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[AdmitResult] = loop.create_future()
         call = self._scripts.admit_call(identity, params, fields,
                                         idempotency_digest=idempotency_digest)
-        self._pending.append((call, fut))
-        if len(self._pending) >= self._max_batch:
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return await fut
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[ScriptCall, asyncio.Future[AdmitResult]]]) -> None:
-        try:
-            results = await self._scripts.call_many([call for call, _ in batch])
-        except Exception as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for (_, fut), raw in zip(batch, results, strict=True):
-            if fut.done():
-                continue
-            if isinstance(raw, Exception):
-                fut.set_exception(raw)
-            else:
-                fut.set_result(parse_admit(raw))
+        return parse_admit(await self._batcher.call(call))
 
     async def close(self) -> None:
         """Wait for batches already sent."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._batcher.close()
 
 
 def monotonic() -> float:

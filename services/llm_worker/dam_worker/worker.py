@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import orjson
 from redis.asyncio import Redis
 
+from dam_common.batching import TickBatcher
 from dam_common.codes import FailCode, FailMode
 from dam_common.connection import TRANSIENT_REDIS_ERRORS, ensure_groups
 from dam_common.entries import ReplyKind, WorkItem, stream_entries
@@ -59,6 +60,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._reclaimer = Reclaimer(self)
+        self._settle_batcher = TickBatcher(self.scripts)  # completions of a tick: one pipeline
         CAPACITY.set(settings.worker_capacity)
 
     # -- slots -----------------------------------------------------------------------------
@@ -169,6 +171,7 @@ class Worker:
         for _, task in leftovers:
             task.cancel()
         await asyncio.gather(*(t for _, t in leftovers), return_exceptions=True)
+        await self._settle_batcher.close()
         for item, _ in leftovers:
             await self._retry_redis(lambda i=item: self.scripts.fail(  # type: ignore[misc]
                 i.entry_id, i.rid, i.ingress, FailMode.HANDBACK, "worker shut down",
@@ -245,8 +248,10 @@ class Worker:
 
     async def _settle_completion(self, item: WorkItem, completion: dict[str, Any],
                                  llm_s: float) -> None:
-        first = await self._retry_redis(lambda: self.scripts.complete(
-            item.entry_id, item.rid, item.ingress, orjson.dumps(completion).decode()))
+        call = self.scripts.complete_call(item.entry_id, item.rid, item.ingress,
+                                          orjson.dumps(completion).decode())
+        raw = await self._retry_redis(lambda: self._settle_batcher.call(call))
+        first = raw is not None and int(raw) == 0
         if first:
             COMPLETED.inc()
         extra: dict[str, Any] = {"rid": item.rid, "client": item.client, "first": first,
