@@ -61,9 +61,18 @@ def test_backend_figures_come_from_the_samples(run_dir: Path) -> None:
 def test_report_quotes_the_summary(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     report = (run_dir / "report.md").read_text()
-    legit = summary["phases"]["after"]["groups"]["legit"]
-    assert f"| legit | after | {legit['offered_rate']:g} (4)" in report or "below 95%" in report
-    assert str(summary["phases"]["before"]["backend"]["max_started_per_second"]) in report
+    for phase in ("before", "after"):
+        g = summary["phases"][phase]["groups"]["abuser"]
+        offered = f"{g['offered_rate']:g} ({g['target_rate']:g})"
+        if not g["offered_ok"]:
+            offered = f'<span style="color:red">**{offered} below 95% of target**</span>'
+        ratio = f"{g['success_ratio']:.2%}"
+        assert (f"| abuser | {phase} | {offered} | {ratio} | {g['count_429']} | "
+                f"{g['count_503']} | {g['count_5xx_other']} | {g['connection_errors']} |"
+                ) in report
+        backend = summary["phases"][phase]["backend"]
+        assert (f"| {phase} | {backend['max_started_per_second']} | "
+                f"{backend['mean_started_per_second']} | {backend['max_queued']} |") in report
 
 
 def test_unknown_scenario_is_a_clear_error() -> None:

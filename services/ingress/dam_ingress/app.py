@@ -16,7 +16,7 @@ from dam_common.scripts import LuaScripts
 from dam_ingress.access import AccessPolicy, Client, load_policy, parse_trusted
 from dam_ingress.admission import AdmissionBatcher, DenyCache
 from dam_ingress.handlers import CORE, IngressCore, chat_completions, get_request
-from dam_ingress.metrics import RESPONSES
+from dam_ingress.metrics import response_counter
 from dam_ingress.openapi import openapi_document
 from dam_ingress.replies import ReplyRouter
 from dam_ingress.responses import error_response
@@ -78,7 +78,7 @@ async def _start_draining(app: web.Application) -> None:
 
 async def _count_response(_: web.Request, response: web.StreamResponse) -> None:
     """Every answer counted by status (a signal, not a middleware: cheaper on the hot path)."""
-    RESPONSES.labels(str(response.status)).inc()
+    response_counter(response.status).inc()
 
 
 async def not_found(request: web.Request) -> web.Response:

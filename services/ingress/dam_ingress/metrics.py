@@ -39,6 +39,17 @@ REFUSED_CONNECTIONS = Counter("dam_ingress_refused_connections_total",
 _BOUND = {(o, c): REQUESTS.labels(o, c) for o in OUTCOMES for c in TENANT_CLASSES}
 
 
+_BY_STATUS: dict[int, Counter] = {}
+
+
+def response_counter(status: int) -> Counter:
+    """The bound counter of one HTTP status (bound once: every 429 of a flood passes here)."""
+    counter = _BY_STATUS.get(status)
+    if counter is None:
+        counter = _BY_STATUS[status] = RESPONSES.labels(str(status))
+    return counter
+
+
 def count(outcome: str, identity: str | None) -> None:
     """Count one request; the tenant class is read off the identity's prefix."""
     if identity is None:
