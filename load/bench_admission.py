@@ -55,7 +55,9 @@ async def dam_rate(url: str, keys: int, seconds: float) -> float:
     try:
         return await _drive(lambda i: batcher.admit(f"c{i % keys}", params, FIELDS), seconds)
     finally:
-        await redis.delete(settings.keys.intake)
+        k = settings.keys
+        await redis.delete(k.intake, k.tenant_queue("default", 0), k.sched_ring,
+                           k.sched_tenants)
         await redis.aclose()
 
 

@@ -47,7 +47,7 @@ async def dam_rate(url: str, n: int) -> float:
     scripts = LuaScripts(redis, dsettings)
     await scripts.load()
     await ensure_groups(redis, dsettings.keys)
-    dispatcher = Dispatcher(dsettings, redis, blocking, Readiness(), "bench-d")
+    dispatcher = Dispatcher(dsettings, redis, blocking, Readiness())
     worker = Worker(wsettings, redis, blocking, InstantBackend(), Readiness(), "bench-w")  # type: ignore[arg-type]
     params = AdmitParams(1e9, 10**9, 0, 1, 10**9, 2 * 10**9, 600_000)
     fields = {"body": '{"model":"m","messages":[]}', "ingress": "bench", "stream": "0"}

@@ -48,7 +48,7 @@ async def test_filling_past_the_cap_with_work_pending_loses_nothing(
             res = await scripts.admit("c", params, FIELDS)
             if res.code is AdmitCode.ADMITTED:
                 admitted.append(res.rid)
-        await scripts.dispatch("d1", 100, 0, 1)  # 10 move to work and stay pending there
+        await scripts.dispatch(100, 0, 1)  # 10 move to work and stay pending there
         in_intake = {eid for eid, _ in await redis.xrange(k.intake)}
         in_work = {f["rid"] for _, f in await redis.xrange(k.work)}
         completed = {rid for rid in admitted
@@ -70,7 +70,7 @@ async def test_redis_memory_stays_flat_over_many_cycles(redis: Redis, redis_url:
     async def cycle() -> None:
         for _ in range(2000):
             await scripts.admit("c", params, FIELDS)
-        while (await scripts.dispatch("d1", 500, 0, 1)).dispatched:
+        while (await scripts.dispatch(500, 0, 1)).dispatched:
             pass
         await _settle_all(scripts, redis, settings)
         await asyncio.sleep(1.5)  # records and reply streams expire

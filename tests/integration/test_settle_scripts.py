@@ -17,7 +17,7 @@ async def _one_in_work(scripts: LuaScripts, redis: Redis, settings: CommonSettin
     """Admit, dispatch and read one entry as `consumer`; returns (work id, rid)."""
     [rid] = await admit_n(scripts, 1)
     await scripts.renew_lease(consumer, 1, 60_000, T0)
-    await scripts.dispatch("d1", 10, 0, 1, T0)
+    await scripts.dispatch(10, 0, 1, T0)
     [[_, [(wid, _)]]] = await redis.xreadgroup(WORK_GROUP, consumer, {settings.keys.work: ">"})
     return wid, rid
 

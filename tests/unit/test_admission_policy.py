@@ -5,12 +5,20 @@ from __future__ import annotations
 import pytest
 
 from dam_common.codes import AdmitCode, AdmitResult
-from dam_ingress.access import AccessPolicy, ApiKey, Client, Unauthorized, hash_key, parse_trusted
+from dam_ingress.access import (
+    AccessPolicy,
+    Anonymous,
+    ApiKey,
+    Client,
+    Unauthorized,
+    hash_key,
+    parse_trusted,
+)
 from dam_ingress.admission import DenyCache
 from dam_ingress.responses import retry_after_s
 from dam_ingress.validation import InvalidRequest, parse_chat_request
 
-ANON = Client("anonymous", 2.0, 4)
+ANON = Anonymous(2.0, 4)
 DENIED = AdmitResult(AdmitCode.RATE_LIMITED, retry_ms=10, reset_ms=500)
 
 
@@ -60,7 +68,8 @@ def test_forwarded_for_is_read_right_to_left_past_trusted_hops() -> None:
 
 def test_api_key_lookup_by_hash() -> None:
     policy = AccessPolicy([ApiKey("alice", hash_key("sk-a"), 5.0, 10)], ANON, [])
-    assert policy.resolve("Bearer sk-a", "127.0.0.1", None) == Client("key:alice", 5.0, 10)
+    assert policy.resolve("Bearer sk-a", "127.0.0.1", None) == Client(
+        "key:alice", 5.0, 10, tenant="key:alice")
     for header in (None, "", "Bearer", "Bearer sk-b", "Basic sk-a"):
         with pytest.raises(Unauthorized):
             policy.resolve(header, "127.0.0.1", None)
@@ -68,7 +77,17 @@ def test_api_key_lookup_by_hash() -> None:
 
 def test_without_keys_clients_are_their_address() -> None:
     policy = AccessPolicy([], ANON, [])
-    assert policy.resolve(None, "192.0.2.1", None) == Client("ip:192.0.2.1", 2.0, 4)
+    assert policy.resolve(None, "192.0.2.1", None) == Client("ip:192.0.2.1", 2.0, 4,
+                                                             tenant="anon")
+
+
+def test_anonymous_clients_hash_into_a_bounded_number_of_tenants() -> None:
+    policy = AccessPolicy([], Anonymous(2.0, 4, buckets=8), [])
+    tenants = {policy.resolve(None, f"10.0.{i // 256}.{i % 256}", None).tenant
+               for i in range(10_000)}
+    assert tenants == {f"anon-{b}" for b in range(8)}
+    again = policy.resolve(None, "10.0.0.7", None).tenant
+    assert policy.resolve(None, "10.0.0.7", None).tenant == again
 
 
 def test_valid_body_is_canonicalised() -> None:

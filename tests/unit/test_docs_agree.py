@@ -8,7 +8,7 @@ from pydantic_settings import BaseSettings
 
 from dam_common.settings import CommonSettings
 from dam_dispatcher.settings import DispatcherSettings
-from dam_ingress.access import Client, load_policy
+from dam_ingress.access import Anonymous, Client, load_policy
 from dam_ingress.settings import IngressSettings
 from dam_mock_llm.settings import MockSettings
 from dam_worker.settings import WorkerSettings
@@ -33,7 +33,9 @@ def test_readme_lists_every_setting() -> None:
 
 
 def test_example_limits_file_loads_and_requires_keys() -> None:
-    anon = Client("anonymous", 1, 1)
-    policy = load_policy(ROOT / "infra" / "limits.example.toml", anon, anon, [])
+    policy = load_policy(ROOT / "infra" / "limits.example.toml", Anonymous(1, 1),
+                         Client("key", 1, 1), [])
     assert policy.requires_key
-    assert policy.resolve("Bearer sk-demo-123", "127.0.0.1", None).identity == "key:demo"
+    demo = policy.resolve("Bearer sk-demo-123", "127.0.0.1", None)
+    assert (demo.identity, demo.tenant, demo.tier.name, demo.tier.weight) == (
+        "key:demo", "key:demo", "pro", 8.0)

@@ -15,6 +15,8 @@ class AdmitCode(IntEnum):
     BACKLOG_FULL = 3
     DUPLICATE = 4
     CIRCUIT_OPEN = 5
+    TOKENS_LIMITED = 6
+    TENANT_BACKLOG_FULL = 7
 
 
 class DispatchCode(IntEnum):
@@ -26,6 +28,14 @@ class DispatchCode(IntEnum):
     EMPTY = 3
 
 
+class CancelOutcome(IntEnum):
+    """Outcome of ``cancel_request.lua``."""
+
+    TOO_LATE = 0  # terminal already, or unknown
+    CANCELLED = 1  # was queued: never dispatched
+    ABORTING = 2  # was running: the worker holding it was told to abort the call
+
+
 class FailCode(IntEnum):
     """Outcome of ``fail_entry.lua``."""
 
@@ -33,6 +43,7 @@ class FailCode(IntEnum):
     DEAD_LETTERED = 1
     ALREADY_TERMINAL = 2
     NOT_FOUND = 3
+    CANCELLED = 4
 
 
 class FailMode:
@@ -41,6 +52,7 @@ class FailMode:
     RETRY = "retry"
     HANDBACK = "handback"
     BURY = "bury"
+    CANCEL = "cancel"  # the client left during generation: terminal `cancelled`, no DLQ
 
 
 TERMINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -58,11 +70,29 @@ class AdmitResult:
     retry_ms: int = 0
     drain_per_s: int = 0
     shadowed: bool = False
+    tokens_left: int = 0
+    tokens_reset_ms: int = 0
 
     @property
     def eta_s(self) -> float | None:
         """Seconds until dispatch at the rate the backlog drained over the last second."""
         return round(self.backlog / self.drain_per_s, 1) if self.drain_per_s else None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePosition:
+    """A queued request's place under the fair schedule, and the drain rate behind its ETA."""
+
+    position: int
+    drain_per_s: int
+    ahead_in_tenant: int
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until dispatch if the queue keeps draining as it did over the last second."""
+        if not self.drain_per_s:
+            return None
+        return round((self.position + 1) / self.drain_per_s, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +138,26 @@ def parse_admit(raw: list[object]) -> AdmitResult:
     if code is AdmitCode.ADMITTED:
         return AdmitResult(code, rid=_str(raw[1]), backlog=_num(raw[2]),
                            remaining=_num(raw[3]), reset_ms=_num(raw[4]),
-                           shadowed=_num(raw[5]) == 1, drain_per_s=_num(raw[6]))
+                           shadowed=_num(raw[5]) == 1, drain_per_s=_num(raw[6]),
+                           tokens_left=_num(raw[7]), tokens_reset_ms=_num(raw[8]))
     if code is AdmitCode.RATE_LIMITED:
         return AdmitResult(code, retry_ms=_num(raw[1]), remaining=_num(raw[2]),
                            reset_ms=_num(raw[3]))
+    if code is AdmitCode.TOKENS_LIMITED:
+        return AdmitResult(code, retry_ms=_num(raw[1]), tokens_left=_num(raw[2]),
+                           tokens_reset_ms=_num(raw[3]))
     if code in (AdmitCode.INTAKE_RATE, AdmitCode.CIRCUIT_OPEN):
         return AdmitResult(code, retry_ms=_num(raw[1]))
     if code is AdmitCode.DUPLICATE:
         return AdmitResult(code, rid=_str(raw[1]))
     return AdmitResult(code, backlog=_num(raw[1]), drain_per_s=_num(raw[2]))
+
+
+def parse_position(raw: list[object]) -> QueuePosition | None:
+    """Map ``queue_position.lua``'s reply; None when the request is no longer queued."""
+    if _num(raw[0]) == 0:
+        return None
+    return QueuePosition(_num(raw[1]), _num(raw[2]), _num(raw[3]))
 
 
 def parse_dispatch(raw: list[object]) -> DispatchResult:

@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dam_common.keys import INTAKE_GROUP, WORK_GROUP, Keys
+from dam_common.keys import WORK_GROUP, Keys
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,5 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> None:
 
 
 async def ensure_groups(redis: Redis, keys: Keys) -> None:
-    """Both consumer groups of a pipeline."""
-    await ensure_group(redis, keys.intake, INTAKE_GROUP)
+    """The work stream's consumer group (intake is read by tenant, without a group)."""
     await ensure_group(redis, keys.work, WORK_GROUP)

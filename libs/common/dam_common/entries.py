@@ -17,6 +17,10 @@ class Field(StrEnum):
     STREAM = "stream"  # "1" when the client asked for server-sent events
     DEADLINE_MS = "deadline_ms"  # not dispatched after this (epoch ms): ends as expired
     ACCEPTED_MS = "accepted_ms"  # set by admit_request.lua from the server clock
+    TENANT = "tenant"  # the tenant whose queue it waited in (set by admit_request.lua)
+    PRIORITY = "prio"  # its priority within the tenant
+    COST = "cost"  # tokens reserved from the tenant's budget at admission
+    TOKENS_PER_MINUTE = "tpm"  # the tenant's budget at admission (absent: no budget)
     DELIVERIES = "deliveries"  # deliveries before the current work entry
     LAST_ERROR = "last_error"
 
@@ -44,6 +48,9 @@ class WorkItem:
     stream: bool
     accepted_ms: int
     client: str = ""
+    tenant: str = ""
+    reserved_tokens: int = 0
+    tokens_per_minute: int = 0
 
     @classmethod
     def from_fields(cls, entry_id: str, fields: dict[str, str]) -> WorkItem:
@@ -56,6 +63,9 @@ class WorkItem:
             stream=fields.get(Field.STREAM) == "1",
             accepted_ms=int(fields.get(Field.ACCEPTED_MS, "0") or 0),
             client=fields.get(Field.CLIENT, ""),
+            tenant=fields.get(Field.TENANT, ""),
+            reserved_tokens=int(fields.get(Field.COST, "0") or 0),
+            tokens_per_minute=int(fields.get(Field.TOKENS_PER_MINUTE, "0") or 0),
         )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-INTAKE_GROUP = "dispatchers"
 WORK_GROUP = "workers"
 
 
@@ -88,6 +87,49 @@ class Keys:
     def counters(self) -> str:
         """Hash of running totals (accepted, rejected_*, dispatched, completed, ...)."""
         return self.base + "counters"
+
+    @property
+    def sched_ring(self) -> str:
+        """List of tenants with queued requests, in deficit-round-robin order (head = next)."""
+        return self.base + "sched:ring"
+
+    @property
+    def sched_tenants(self) -> str:
+        """Hash: tenant -> weight, holding exactly the tenants that are in the ring."""
+        return self.base + "sched:tenants"
+
+    @property
+    def sched_deficit(self) -> str:
+        """Hash: tenant -> deficit (requests it may still send in its current turn)."""
+        return self.base + "sched:deficit"
+
+    @property
+    def sched_turn(self) -> str:
+        """The tenant at the head of the ring whose turn a dispatch call left unfinished."""
+        return self.base + "sched:turn"
+
+    @property
+    def inflight_cost(self) -> str:
+        """Hash: work entry id -> estimated tokens (prompt + max_tokens) it holds."""
+        return self.base + "inflight:tokens"
+
+    @property
+    def worker_token_capacity(self) -> str:
+        """Hash: worker id -> tokens it may hold in flight (absent: counted in slots only)."""
+        return self.base + "workers:tokens"
+
+    @property
+    def abort_channel(self) -> str:
+        """Pub/sub channel: ids of running requests whose client went away."""
+        return self.base + "abort"
+
+    def tenant_queue(self, tenant: str, priority: int) -> str:
+        """Sorted set of one tenant's queued request ids at one priority (score: arrival)."""
+        return f"{self.base}queue:{tenant}:{priority}"
+
+    def token_bucket(self, tenant: str) -> str:
+        """A tenant's tokens-per-minute budget (LLM tokens, reserved at admission)."""
+        return f"{self.base}bucket:tokens:{tenant}"
 
     def client_bucket(self, identity: str) -> str:
         """Token bucket of one client identity (API key name or client address)."""

@@ -16,15 +16,18 @@ from redis.exceptions import NoScriptError
 
 from dam_common.codes import (
     AdmitResult,
+    CancelOutcome,
     ClaimResult,
     DispatchResult,
     FailResult,
+    QueuePosition,
     parse_admit,
     parse_claim,
     parse_dispatch,
     parse_fail,
+    parse_position,
 )
-from dam_common.keys import INTAKE_GROUP, WORK_GROUP
+from dam_common.keys import WORK_GROUP, Keys
 from dam_common.settings import CommonSettings
 
 SCRIPT_NAMES = (
@@ -37,7 +40,12 @@ SCRIPT_NAMES = (
     "renew_lease",
     "record_backend_outcome",
     "cancel_request",
+    "queue_position",
+    "adjust_token_budget",
 )
+
+PRIORITY_LEVELS = 3
+"""Priorities 0 (default) .. 2 (first); each tenant has one queue per level."""
 
 
 def _read_sources() -> dict[str, str]:
@@ -62,6 +70,13 @@ class AdmitParams:
     deadline_ms: int
     idempotency_ttl_ms: int = 0
     enforce: bool = True  # False: shadow mode, over-rate requests are counted and let through
+    tenant: str = "default"
+    weight: float = 1.0
+    tenant_backlog_cap: int = 0  # 0: the global cap alone
+    priority: int = 0
+    tokens_per_minute: int = 0  # 0: no token budget
+    token_cost: int = 0  # tokens reserved: estimated prompt + max_tokens
+    enforce_tokens: bool = True
 
 
 ScriptCall = tuple[str, Sequence[str], Sequence[str | int | float]]
@@ -78,6 +93,11 @@ class LuaScripts:
         self._redis = redis
         self._s = settings
         self._k = settings.keys
+
+    @property
+    def keys(self) -> Keys:
+        """The key builder of the pipeline these scripts serve."""
+        return self._k
 
     async def load(self) -> None:
         """SCRIPT LOAD every script (idempotent); readiness waits for it."""
@@ -114,12 +134,16 @@ class LuaScripts:
         k = self._k
         idem_key = k.idempotency(identity, idempotency_digest or "-")
         idem_ttl = params.idempotency_ttl_ms if idempotency_digest else 0
+        tenant = params.tenant
         keys = (k.client_bucket(identity), k.intake_bucket, k.intake, k.drain_window, k.counters,
-                idem_key, k.circuit)
+                idem_key, k.circuit, k.tenant_queue(tenant, params.priority), k.sched_tenants,
+                k.sched_ring, k.token_bucket(tenant))
         args: list[str | int | float] = [
             _now(now_ms), params.rate, params.burst, params.intake_rate, params.intake_burst,
             params.backlog_cap, params.stream_maxlen, params.deadline_ms, idem_ttl,
-            "1" if params.enforce else "0",
+            "1" if params.enforce else "0", tenant, params.weight, params.tenant_backlog_cap,
+            params.priority, f"{k.base}queue:{tenant}:", PRIORITY_LEVELS,
+            params.tokens_per_minute, params.token_cost, "1" if params.enforce_tokens else "0",
         ]
         for name, value in fields.items():
             args += (name, value)
@@ -132,14 +156,16 @@ class LuaScripts:
         return parse_admit(await self.call(name, keys, args))
 
     # -- dispatch --------------------------------------------------------------------------
-    async def dispatch(self, consumer: str, max_batch: int, rate: float, burst: int,
+    async def dispatch(self, max_batch: int, rate: float, burst: int,
                        now_ms: int | None = None) -> DispatchResult:
         """Move up to `credits` entries from intake to work (or expire them)."""
         k, s = self._k, self._s
         keys = (k.intake, k.work, k.worker_leases, k.worker_capacity, k.dispatch_bucket,
-                k.drain_window, k.inflight, k.counters, k.dispatch_log)
-        args = (_now(now_ms), INTAKE_GROUP, consumer, max_batch, rate, burst, k.base,
-                s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms)
+                k.drain_window, k.inflight, k.counters, k.dispatch_log, k.sched_ring,
+                k.sched_tenants, k.sched_deficit, k.sched_turn, k.worker_token_capacity,
+                k.inflight_cost)
+        args = (_now(now_ms), max_batch, rate, burst, k.base,
+                s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms, PRIORITY_LEVELS)
         return parse_dispatch(await self.call("dispatch_entries", keys, args))
 
     # -- completion and failure -------------------------------------------------------------
@@ -147,7 +173,8 @@ class LuaScripts:
                       now_ms: int | None = None) -> ScriptCall:
         """The completion call of one entry, to be sent alone or in a batch."""
         k, s = self._k, self._s
-        keys = (k.work, k.request(rid), k.reply(ingress_id), k.inflight, k.counters)
+        keys = (k.work, k.request(rid), k.reply(ingress_id), k.inflight, k.counters,
+                k.inflight_cost)
         args = (_now(now_ms), WORK_GROUP, entry_id, rid, completion, s.result_ttl_ms,
                 s.reply_maxlen, s.reply_ttl_ms)
         return ("complete_request", keys, args)
@@ -162,7 +189,8 @@ class LuaScripts:
                    max_deliveries: int, now_ms: int | None = None) -> FailResult:
         """Requeue, hand back or dead-letter a delivery that did not complete."""
         k, s = self._k, self._s
-        keys = (k.work, k.dlq, k.request(rid), k.reply(ingress_id), k.inflight, k.counters)
+        keys = (k.work, k.dlq, k.request(rid), k.reply(ingress_id), k.inflight, k.counters,
+                k.inflight_cost)
         args = (_now(now_ms), WORK_GROUP, entry_id, mode, error, max_deliveries,
                 s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms, s.dlq_maxlen)
         return parse_fail(await self.call("fail_entry", keys, args))
@@ -171,7 +199,7 @@ class LuaScripts:
                           now_ms: int | None = None) -> ClaimResult:
         """One XAUTOCLAIM step over entries idle longer than `min_idle_ms`."""
         k, s = self._k, self._s
-        keys = (k.work, k.inflight, k.counters)
+        keys = (k.work, k.inflight, k.counters, k.inflight_cost)
         args = (_now(now_ms), WORK_GROUP, consumer, min_idle_ms, cursor, count, k.base,
                 s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms)
         return parse_claim(await self.call("claim_stale", keys, args))
@@ -180,19 +208,20 @@ class LuaScripts:
                      now_ms: int | None = None) -> str | None:
         """Move a dead-lettered entry back to intake; returns the new intake id or None."""
         k, s = self._k, self._s
-        keys = (k.dlq, k.intake, k.request(rid))
-        args = (_now(now_ms), dlq_id, deadline_ms, s.result_ttl_ms)
+        keys = (k.dlq, k.intake, k.request(rid), k.sched_tenants, k.sched_ring)
+        args = (_now(now_ms), dlq_id, deadline_ms, s.result_ttl_ms, k.base)
         raw = await self.call("replay_dead_letter", keys, args)
         return str(raw[1]) if int(raw[0]) == 0 else None
 
     # -- worker leases ---------------------------------------------------------------------
     async def renew_lease(self, worker_id: str, capacity: int, ttl_ms: int,
-                          now_ms: int | None = None) -> int:
-        """Heartbeat: keep `capacity` slots counted for `ttl_ms`; capacity 0 removes the lease."""
+                          now_ms: int | None = None, token_capacity: int = 0) -> int:
+        """Heartbeat: keep `capacity` slots (and `token_capacity` tokens, if > 0) counted for
+        `ttl_ms`; capacity 0 removes the lease."""
         k = self._k
-        keys = (k.worker_leases, k.worker_capacity)
+        keys = (k.worker_leases, k.worker_capacity, k.worker_token_capacity)
         return int(await self.call("renew_lease", keys, (_now(now_ms), worker_id, capacity,
-                                                         ttl_ms)))
+                                                         ttl_ms, token_capacity)))
 
     # -- backend circuit -------------------------------------------------------------------
     async def record_backend_outcome(self, ok: bool, threshold: int, cooldown_ms: int) -> bool:
@@ -202,9 +231,23 @@ class LuaScripts:
                               ("ok" if ok else "fail", threshold, cooldown_ms))
         return int(raw) == 1
 
-    async def cancel(self, rid: str, now_ms: int | None = None) -> bool:
-        """End a still-queued request as `cancelled`; False once it was dispatched."""
+    async def cancel(self, rid: str, tenant: str, priority: int,
+                     now_ms: int | None = None) -> CancelOutcome:
+        """The client left: a queued request ends `cancelled`, a running one is aborted."""
         k = self._k
-        raw = await self.call("cancel_request", (k.intake, k.request(rid), k.counters),
-                              (_now(now_ms), rid, self._s.result_ttl_ms))
-        return int(raw) == 1
+        keys = (k.intake, k.request(rid), k.counters, k.tenant_queue(tenant, priority))
+        args = (_now(now_ms), rid, self._s.result_ttl_ms, k.abort_channel)
+        return CancelOutcome(int(await self.call("cancel_request", keys, args)))
+
+    async def position(self, rid: str, now_ms: int | None = None) -> QueuePosition | None:
+        """Where a queued request stands under the fair schedule; None once it left the queue."""
+        k = self._k
+        raw = await self.call("queue_position", (k.intake, k.sched_tenants, k.drain_window),
+                              (_now(now_ms), rid, k.base, PRIORITY_LEVELS))
+        return parse_position(raw)
+
+    def adjust_tokens_call(self, tenant: str, delta: int, tokens_per_minute: int,
+                           now_ms: int | None = None) -> ScriptCall:
+        """Refund (delta > 0) or charge (delta < 0) a tenant's token budget after the fact."""
+        args = (_now(now_ms), delta, tokens_per_minute)
+        return ("adjust_token_budget", (self._k.token_bucket(tenant),), args)

@@ -8,7 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from dam_common.keys import INTAKE_GROUP, WORK_GROUP, Keys
+from dam_common.keys import WORK_GROUP, Keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +22,15 @@ class GroupState:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Backlog, work in flight, groups, live workers and credits, dead letters."""
+    """Backlog (and the tenants it belongs to), work in flight, its group, live workers and
+    credits, dead letters.
+
+    Intake has no consumer group: the dispatcher picks entries by tenant (fair order), so
+    everything in the intake stream is undelivered and its length is the consumer lag.
+    """
 
     intake_backlog: int
-    intake_group: GroupState
+    active_tenants: int
     work_in_flight: int
     work_group: GroupState
     live_workers: dict[str, int] = field(default_factory=dict)
@@ -74,7 +79,7 @@ async def take_snapshot(redis: Redis, keys: Keys) -> Snapshot:
         keys.worker_capacity)
     return Snapshot(
         intake_backlog=await redis.xlen(keys.intake),
-        intake_group=await _group(redis, keys.intake, INTAKE_GROUP, now_ms),
+        active_tenants=await redis.llen(keys.sched_ring),
         work_in_flight=await redis.xlen(keys.work),
         work_group=await _group(redis, keys.work, WORK_GROUP, now_ms),
         live_workers={wid: int(capacity.get(wid, 0)) for wid, _ in leases},

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--slots", type=int, help="concurrent generations (0: unlimited)")
     mock.add_argument("--queue-memory-kb", type=int, help="memory held per waiting request")
     mock.add_argument("--crash-at-queue", type=int, help="exit like an OOM kill past this queue")
+    mock.add_argument("--max-queue", type=int, help="429 beyond this many waiting (with all "
+                      "slots busy)")
     status = sub.add_parser("status", help="the pipeline on one screen")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--interval", type=float, default=1.0, help="seconds rates are "

@@ -32,9 +32,9 @@ async def collect(redis: Redis, keys: Keys, interval_s: float = 1.0) -> dict[str
 def render(doc: dict[str, Any]) -> str:
     """The one-screen text form."""
     rates, totals = doc["rates_per_s"], doc["totals"]
-    wg, ig = doc["work_group"], doc["intake_group"]
+    wg = doc["work_group"]
     lines = [
-        f"intake backlog     {doc['intake_backlog']:>8}   (lag {ig['lag']})",
+        f"intake backlog     {doc['intake_backlog']:>8}   from {doc['active_tenants']} tenants",
         f"work in flight     {doc['work_in_flight']:>8}   pending {wg['pending']}, "
         f"lag {wg['lag']}, oldest pending {wg['oldest_pending_age_s'] or 0}s",
         f"live workers       {len(doc['live_workers']):>8}   capacity {doc['capacity']}, "

@@ -33,13 +33,12 @@ class Dispatcher:
     """Moves work while there are credits and rate; sleeps on Redis, not in a busy loop."""
 
     def __init__(self, settings: DispatcherSettings, redis: Redis, blocking: Redis,
-                 readiness: Readiness, consumer: str) -> None:
+                 readiness: Readiness) -> None:
         self._s = settings
         self._redis = redis
         self._blocking = blocking
         self._scripts = LuaScripts(redis, settings)
         self._readiness = readiness
-        self._consumer = consumer
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -53,8 +52,7 @@ class Dispatcher:
             try:
                 await self._prepare()
                 result = await self._scripts.dispatch(
-                    self._consumer, self._s.dispatch_batch, self._s.dispatch_rate,
-                    self._s.dispatch_burst)
+                    self._s.dispatch_batch, self._s.dispatch_rate, self._s.dispatch_burst)
                 self._readiness.mark_ok()
                 backoff = 0.1
                 await self._after(result)

@@ -22,7 +22,7 @@ async def serve(settings: DispatcherSettings) -> None:
     redis = make_redis(settings.redis_url, max_connections=8, name="dam-dispatcher")
     blocking = make_redis(settings.redis_url, max_connections=2, socket_timeout=None,
                           name="dam-dispatcher-wait")
-    dispatcher = Dispatcher(settings, redis, blocking, readiness, consumer)
+    dispatcher = Dispatcher(settings, redis, blocking, readiness)
     on_stop_signals(dispatcher.stop)
     runner = None
     if settings.ops_port:

@@ -22,6 +22,8 @@ OLDEST_PENDING = Gauge("dam_pipeline_oldest_pending_age_seconds",
                        "Age of the oldest unacknowledged entry (0 when none).", ["stream"])
 LIVE_WORKERS = Gauge("dam_pipeline_live_workers", "Workers whose lease is current.")
 CAPACITY = Gauge("dam_pipeline_capacity", "Slots of the live workers.")
+ACTIVE_TENANTS = Gauge("dam_pipeline_active_tenants", "Tenants with requests queued (the "
+                       "fair scheduler's ring).")
 DLQ_LENGTH = Gauge("dam_pipeline_dlq_length", "Entries in the dead-letter stream.")
 
 
@@ -29,10 +31,11 @@ def record_snapshot(snap: Snapshot) -> None:
     """Copy a pipeline snapshot into the gauges."""
     BACKLOG.set(snap.intake_backlog)
     IN_FLIGHT.set(snap.work_in_flight)
-    for stream, group in (("intake", snap.intake_group), ("work", snap.work_group)):
-        LAG.labels(stream).set(group.lag)
-        PENDING.labels(stream).set(group.pending)
-        OLDEST_PENDING.labels(stream).set(group.oldest_pending_age_s or 0)
+    LAG.labels("intake").set(snap.intake_backlog)  # nothing in intake is delivered yet
+    LAG.labels("work").set(snap.work_group.lag)
+    PENDING.labels("work").set(snap.work_group.pending)
+    OLDEST_PENDING.labels("work").set(snap.work_group.oldest_pending_age_s or 0)
+    ACTIVE_TENANTS.set(snap.active_tenants)
     LIVE_WORKERS.set(len(snap.live_workers))
     CAPACITY.set(snap.capacity)
     DLQ_LENGTH.set(snap.dlq_length)

@@ -16,7 +16,7 @@ class DispatcherSettings(CommonSettings):
                                 "through at once, so a late wake-up is caught up; no sliding "
                                 "second ever holds more than the rate, whatever the burst.")
     dispatch_batch: int = Field(64, ge=1, description="Max entries moved by one script call.")
-    dispatcher_id: str = Field("", description="Consumer name in the intake group; random if "
+    dispatcher_id: str = Field("", description="Name of this dispatcher in its logs; random if "
                                "empty.")
     idle_poll_ms: float = Field(10, gt=0, description="Pause when every worker slot is taken.")
     ops_host: str = Field("127.0.0.1", validation_alias="DAM_DISPATCHER_HOST",

@@ -6,23 +6,31 @@ import hashlib
 import hmac
 import ipaddress
 import tomllib
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dam_common.errors import ConfigError
+from dam_ingress.tiers import Tier, parse_tiers
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """An identity and the token bucket it gets."""
+    """An identity with the token bucket it gets, and the tenant whose queue it shares.
+
+    An API key is its own tenant; anonymous clients (one identity per address) share the
+    anonymous tenant, or one of a bounded number of hashed buckets of it.
+    """
 
     identity: str
     rate: float
     burst: int
     enforce: bool = True
+    tenant: str = "default"
+    tier: Tier = field(default_factory=Tier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,18 @@ class ApiKey:
     rate: float
     burst: int
     enforce: bool = True
+    tier: Tier = field(default_factory=Tier)
+
+
+@dataclass(frozen=True, slots=True)
+class Anonymous:
+    """How clients without a key are limited and grouped."""
+
+    rate: float
+    burst: int
+    enforce: bool = True
+    tier: Tier = field(default_factory=Tier)
+    buckets: int = 1  # anonymous tenants: addresses are hashed into this many
 
 
 class Unauthorized(Exception):
@@ -48,7 +68,7 @@ def hash_key(secret: str) -> str:
 class AccessPolicy:
     """Resolves a request's identity and limits; built once from settings and the limits file."""
 
-    def __init__(self, keys: list[ApiKey], anonymous: Client, trusted: list[IpNetwork],
+    def __init__(self, keys: list[ApiKey], anonymous: Anonymous, trusted: list[IpNetwork],
                  allow_anonymous: bool = False) -> None:
         self._keys = {k.sha256: k for k in keys}
         self._anonymous = anonymous
@@ -71,7 +91,10 @@ class AccessPolicy:
             return self._by_key(authorization)
         address = self.client_address(peer, forwarded_for)
         anon = self._anonymous
-        return Client(f"ip:{address}", anon.rate, anon.burst, anon.enforce)
+        tenant = "anon"
+        if anon.buckets > 1:
+            tenant = f"anon-{zlib.crc32(address.encode()) % anon.buckets}"
+        return Client(f"ip:{address}", anon.rate, anon.burst, anon.enforce, tenant, anon.tier)
 
     def _by_key(self, authorization: str | None) -> Client:
         scheme, _, secret = (authorization or "").partition(" ")
@@ -82,7 +105,8 @@ class AccessPolicy:
         # The dict lookup is on a hash of the secret; compare in constant time all the same.
         if key is None or not hmac.compare_digest(key.sha256, digest):
             raise Unauthorized
-        return Client(f"key:{key.name}", key.rate, key.burst, key.enforce)
+        identity = f"key:{key.name}"
+        return Client(identity, key.rate, key.burst, key.enforce, identity, key.tier)
 
     def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
         """The peer, or the right-most untrusted hop of X-Forwarded-For if the peer is trusted."""
@@ -119,7 +143,7 @@ def parse_trusted(spec: str) -> list[IpNetwork]:
         raise ConfigError(f"DAM_TRUSTED_PROXIES: {exc}") from exc
 
 
-def load_policy(path: Path | None, anonymous: Client, key_default: Client,
+def load_policy(path: Path | None, anonymous: Anonymous, key_default: Client,
                 trusted: list[IpNetwork]) -> AccessPolicy:
     """Build the policy from the optional TOML limits file (see README, 'Limits file')."""
     if path is None:
@@ -128,14 +152,29 @@ def load_policy(path: Path | None, anonymous: Client, key_default: Client,
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"limits file {path}: {exc}") from exc
+    tiers = parse_tiers(doc, anonymous.tier)
     anon = doc.get("anonymous", {})
-    anonymous = Client("anonymous", float(anon.get("rate", anonymous.rate)),
-                       int(anon.get("burst", anonymous.burst)), _enforce(anon, "anonymous"))
-    keys = [_parse_key(i, item, key_default) for i, item in enumerate(doc.get("keys", []))]
+    buckets = anon.get("buckets", anonymous.buckets)
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 1024:
+        raise ConfigError("limits file: anonymous.buckets must be an integer from 1 to 1024")
+    anonymous = Anonymous(float(anon.get("rate", anonymous.rate)),
+                          int(anon.get("burst", anonymous.burst)), _enforce(anon, "anonymous"),
+                          _tier(tiers, anon, "anonymous"), buckets)
+    keys = [_parse_key(i, item, key_default, tiers)
+            for i, item in enumerate(doc.get("keys", []))]
     return AccessPolicy(keys, anonymous, trusted, bool(anon.get("allowed", False)))
 
 
-def _parse_key(index: int, item: dict[str, Any], default: Client) -> ApiKey:
+def _tier(tiers: dict[str, Tier], section: dict[str, Any], where: str) -> Tier:
+    name = section.get("tier", "default")
+    if name not in tiers:
+        known = ", ".join(sorted(tiers))
+        raise ConfigError(f"limits file: {where}: tier '{name}' is not defined (known: {known})")
+    return tiers[name]
+
+
+def _parse_key(index: int, item: dict[str, Any], default: Client,
+               tiers: dict[str, Tier]) -> ApiKey:
     where = f"limits file: keys[{index}]"
     name, digest = item.get("name"), str(item.get("key_sha256", "")).lower()
     if not isinstance(name, str) or not name or any(c in name for c in " {}:"):
@@ -147,7 +186,7 @@ def _parse_key(index: int, item: dict[str, Any], default: Client) -> ApiKey:
     rate, burst = float(item.get("rate", default.rate)), int(item.get("burst", default.burst))
     if rate <= 0 or burst < 1:
         raise ConfigError(f"{where}: rate must be > 0 and burst >= 1")
-    return ApiKey(name, digest, rate, burst, _enforce(item, where))
+    return ApiKey(name, digest, rate, burst, _enforce(item, where), _tier(tiers, item, where))
 
 
 def _enforce(section: dict[str, Any], where: str) -> bool:

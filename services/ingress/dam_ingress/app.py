@@ -13,7 +13,7 @@ from dam_common.connection import TRANSIENT_REDIS_ERRORS, ensure_groups, make_re
 from dam_common.probes import Readiness, add_probe_routes
 from dam_common.runtime import default_consumer_name
 from dam_common.scripts import LuaScripts
-from dam_ingress.access import AccessPolicy, Client, load_policy, parse_trusted
+from dam_ingress.access import AccessPolicy, Anonymous, Client, load_policy, parse_trusted
 from dam_ingress.admission import AdmissionBatcher, DenyCache
 from dam_ingress.handlers import CORE, IngressCore, chat_completions, get_request
 from dam_ingress.metrics import response_counter
@@ -21,14 +21,17 @@ from dam_ingress.openapi import openapi_document
 from dam_ingress.replies import ReplyRouter
 from dam_ingress.responses import error_response
 from dam_ingress.settings import IngressSettings
+from dam_ingress.tiers import Tier
 
 log = logging.getLogger(__name__)
 
 def build_policy(settings: IngressSettings) -> AccessPolicy:
     """The access policy from settings and the optional limits file (ConfigError if bad)."""
+    default_tier = Tier(backlog=settings.tenant_backlog_cap)
     return load_policy(
         settings.config_file,
-        anonymous=Client("anonymous", settings.anon_rate, settings.anon_burst),
+        anonymous=Anonymous(settings.anon_rate, settings.anon_burst, tier=default_tier,
+                            buckets=settings.anon_buckets),
         key_default=Client("key", settings.key_rate, settings.key_burst),
         trusted=parse_trusted(settings.trusted_proxies),
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from dam_common.codes import AdmitCode, AdmitResult
+from dam_common.codes import AdmitCode, AdmitResult, CancelOutcome, QueuePosition
 from dam_common.connection import TRANSIENT_REDIS_ERRORS
 from dam_common.entries import Field, ReplyKind
 from dam_common.probes import Readiness
@@ -20,6 +21,7 @@ from dam_common.scripts import AdmitParams, LuaScripts
 from dam_ingress.access import AccessPolicy, Client, Unauthorized
 from dam_ingress.admission import AdmissionBatcher, DenyCache, monotonic
 from dam_ingress.metrics import (
+    ABORT_REQUESTS,
     ADMISSION_SECONDS,
     CANCELLED,
     DENY_CACHE_HITS,
@@ -31,7 +33,14 @@ from dam_ingress.metrics import (
 from dam_ingress.replies import Reply, ReplyRouter
 from dam_ingress.responses import error_response, rejection
 from dam_ingress.settings import IngressSettings
-from dam_ingress.validation import InvalidRequest, idempotency_digest, parse_chat_request
+from dam_ingress.token_estimate import reserved_tokens
+from dam_ingress.validation import (
+    ChatRequest,
+    InvalidRequest,
+    idempotency_digest,
+    parse_chat_request,
+    requested_priority,
+)
 
 KEEPALIVE_S = 5.0
 log = logging.getLogger(__name__)
@@ -52,12 +61,14 @@ class IngressCore:
     readiness: Readiness
     ingress_id: str
 
-    def params(self, client: Client) -> AdmitParams:
-        """Admission parameters for one client."""
-        s = self.settings
+    def params(self, client: Client, priority: int = 0, token_cost: int = 0) -> AdmitParams:
+        """Admission parameters for one request of a client."""
+        s, tier = self.settings, client.tier
         return AdmitParams(client.rate, client.burst, s.intake_rate, s.intake_burst,
                            s.backlog_cap, s.intake_maxlen, int(s.queue_deadline_s * 1000),
-                           int(s.idempotency_ttl_s * 1000), client.enforce)
+                           int(s.idempotency_ttl_s * 1000), client.enforce, client.tenant,
+                           tier.weight, tier.backlog, priority, tier.tokens_per_minute,
+                           token_cost, tier.enforce_tokens)
 
 
 CORE = web.AppKey("core", IngressCore)
@@ -83,17 +94,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         count("rejected_rate_limit", client.identity)
         return rejection(cached, client.burst)
     try:
-        raw = await _read_body(request, core)
-        chat, body = parse_chat_request(raw, core.settings.max_tokens_cap)
-        idem = idempotency_digest(request.headers.get("Idempotency-Key"))
+        ask = await _read_ask(request, core, client)
     except InvalidRequest as exc:
         count("bad_request", client.identity)
         return error_response(exc.status, str(exc), "invalid_request_error", exc.code, exc.param)
-    fields: dict[str, str] = {Field.BODY: body.decode(), Field.INGRESS: core.ingress_id,
-              Field.CLIENT: client.identity, Field.STREAM: "1" if chat.stream else "0"}
     started = time.perf_counter()
     try:
-        result = await core.batcher.admit(client.identity, core.params(client), fields, idem)
+        result = await core.batcher.admit(
+            client.identity, core.params(client, ask.priority, ask.token_cost), ask.fields,
+            ask.idempotency)
     except TRANSIENT_REDIS_ERRORS as exc:
         core.readiness.mark_down(exc)
         count("unavailable", client.identity)
@@ -105,12 +114,39 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _original(core, result.rid)
     if result.code is not AdmitCode.ADMITTED:
         return _rejected(core, client, result)
-    _log_accepted(client, result, chat.stream)
+    _log_accepted(client, result, ask.chat.stream)
+    waiting = Waiting(result.rid, client.tenant, ask.priority)
     if "respond-async" in request.headers.get("Prefer", ""):
-        return _accepted(result.rid, result.backlog, "queued", result.eta_s)
-    if chat.stream:
-        return await _stream_answer(request, core, result)
-    return await _wait_answer(request, core, result, started)
+        return await _accepted_now(core, waiting)
+    if ask.chat.stream:
+        return await _stream_answer(request, core, waiting)
+    return await _wait_answer(request, core, waiting, started)
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A validated request, ready for admission."""
+
+    chat: ChatRequest
+    fields: dict[str, str]
+    idempotency: str
+    priority: int
+    token_cost: int
+
+
+async def _read_ask(request: web.Request, core: IngressCore, client: Client) -> Ask:
+    """Body, idempotency key and priority, checked; raises InvalidRequest."""
+    raw = await _read_body(request, core)
+    chat, body = parse_chat_request(raw, core.settings.max_tokens_cap)
+    idem = idempotency_digest(request.headers.get("Idempotency-Key"))
+    priority = client.tier.priority(requested_priority(request.headers, chat))
+    fields: dict[str, str] = {Field.BODY: body.decode(), Field.INGRESS: core.ingress_id,
+              Field.CLIENT: client.identity, Field.STREAM: "1" if chat.stream else "0"}
+    cost = 0
+    if client.tier.tokens_per_minute:
+        cost = reserved_tokens(chat, core.settings.default_max_tokens)
+        fields[Field.TOKENS_PER_MINUTE] = str(client.tier.tokens_per_minute)
+    return Ask(chat, fields, idem, priority, cost)
 
 
 def _log_accepted(client: Client, result: AdmitResult, stream: bool) -> None:
@@ -120,7 +156,7 @@ def _log_accepted(client: Client, result: AdmitResult, stream: bool) -> None:
         log.info("would reject: over its rate (shadow mode)", extra={
             "rid": result.rid, "client": client.identity, "rule": "client_rate"})
     log.info("accepted", extra={"rid": result.rid, "client": client.identity,
-                                "position": result.backlog, "stream": stream})
+                                "backlog": result.backlog, "stream": stream})
 
 
 async def _read_body(request: web.Request, core: IngressCore) -> bytes:
@@ -139,22 +175,49 @@ async def _read_body(request: web.Request, core: IngressCore) -> bytes:
                              status=408) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """An admitted request a client waits for, and where it is queued."""
+
+    rid: str
+    tenant: str
+    priority: int
+
+
+async def _position(core: IngressCore, rid: str) -> QueuePosition | None:
+    """Fair-schedule position of a queued request; None once dispatched or unreachable."""
+    try:
+        return await core.scripts.position(rid)
+    except TRANSIENT_REDIS_ERRORS:
+        return None
+
+
+async def _accepted_now(core: IngressCore, waiting: Waiting) -> web.Response:
+    """202 with the request's place in the fair schedule."""
+    pos = await _position(core, waiting.rid)
+    if pos is None:
+        return _accepted(waiting.rid, 0, "running")
+    return _accepted(waiting.rid, pos.position, "queued", pos.eta_s)
+
+
 def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:
     if log.isEnabledFor(logging.DEBUG):  # a flood would otherwise log 5,000 lines a second
         log.debug("rejected", extra={"client": client.identity, "outcome": result.code.name})
     if result.code is AdmitCode.RATE_LIMITED:
         core.deny_cache.remember(client.identity, result, monotonic())
         count("rejected_rate_limit", client.identity)
+    elif result.code is AdmitCode.TOKENS_LIMITED:
+        count("rejected_tokens", client.identity)
     elif result.code is AdmitCode.CIRCUIT_OPEN:
         count("unavailable", client.identity)
     else:
         count("rejected_backlog", client.identity)
-    return rejection(result, client.burst)
+    return rejection(result, client.burst, client.tier.tokens_per_minute)
 
 
 async def _original(core: IngressCore, rid: str) -> web.Response:
     """A repeated Idempotency-Key: the original's completion, or its id and state."""
-    view = await read_request(core.redis, core.settings.keys, rid)
+    view = await read_request(core.redis, core.scripts, rid)
     if view is not None and view.status == "completed":
         return web.json_response(view.result, headers={"x-dam-request-id": rid,
                                                        "x-dam-idempotent-replay": "true"})
@@ -189,30 +252,34 @@ async def _terminal_while_connected(request: web.Request, queue: asyncio.Queue[R
             return reply
 
 
-async def _cancel_if_queued(core: IngressCore, rid: str) -> None:
-    """No LLM call for a client who left: cancel its request if it has not been dispatched."""
+async def _cancel_if_queued(core: IngressCore, waiting: Waiting) -> None:
+    """No LLM tokens for a client who left: cancel its request if queued, abort it if running."""
+    rid = waiting.rid
     try:
-        cancelled = await core.scripts.cancel(rid)
+        outcome = await core.scripts.cancel(rid, waiting.tenant, waiting.priority)
     except TRANSIENT_REDIS_ERRORS:
         return
-    if cancelled:
+    if outcome is CancelOutcome.CANCELLED:
         CANCELLED.inc()
         log.info("cancelled", extra={"rid": rid, "reason": "client went away while queued"})
+    elif outcome is CancelOutcome.ABORTING:
+        ABORT_REQUESTS.inc()
+        log.info("aborting", extra={"rid": rid, "reason": "client went away while running"})
 
 
-async def _wait_answer(request: web.Request, core: IngressCore, result: AdmitResult,
+async def _wait_answer(request: web.Request, core: IngressCore, waiting: Waiting,
                        started: float) -> web.StreamResponse:
     """Hold the caller until its completion arrives, or hand it a 202 when the wait runs out."""
-    rid = result.rid
+    rid = waiting.rid
     queue = core.router.subscribe(rid)
     WAITING.inc()
     try:
         reply = await asyncio.wait_for(_terminal_while_connected(request, queue),
                                        core.settings.wait_timeout_s)
     except TimeoutError:
-        return _accepted(rid, result.backlog, "queued", result.eta_s)
+        return await _accepted_now(core, waiting)
     except ClientGone:
-        await _cancel_if_queued(core, rid)
+        await _cancel_if_queued(core, waiting)
         return web.Response(status=499)  # nobody reads it: the connection is gone
     finally:
         core.router.unsubscribe(rid)
@@ -241,9 +308,13 @@ def _sse_error(message: str, err_type: str, code: str, rid: str) -> bytes:
 
 
 async def _stream_answer(request: web.Request, core: IngressCore,
-                         result: AdmitResult) -> web.StreamResponse:
-    """Server-sent events in OpenAI's chunk format, relayed as the worker produces them."""
-    rid = result.rid
+                         waiting: Waiting) -> web.StreamResponse:
+    """Server-sent events in OpenAI's chunk format, relayed as the worker produces them.
+
+    Until the first token, a comment line every second tells where the request stands
+    (`: queued id=... position=12 eta_s=4.1`), so a chat UI can show it.
+    """
+    rid = waiting.rid
     queue = core.router.subscribe(rid)
     WAITING.inc()
     resp = web.StreamResponse(headers={
@@ -251,11 +322,10 @@ async def _stream_answer(request: web.Request, core: IngressCore,
         "x-dam-request-id": rid})
     try:
         await resp.prepare(request)
-        eta = "" if result.eta_s is None else f" eta_s={result.eta_s}"
-        await resp.write(f": queued id={rid} position={result.backlog}{eta}\n\n".encode())
-        await _relay(resp, queue, rid, core.settings.wait_timeout_s)
+        await _relay(resp, queue, rid, core.settings.wait_timeout_s,
+                     lambda: _queue_comment(core, rid))
     except (ConnectionResetError, ConnectionError):
-        await _cancel_if_queued(core, rid)
+        await _cancel_if_queued(core, waiting)
         raise
     finally:
         core.router.unsubscribe(rid)
@@ -263,20 +333,33 @@ async def _stream_answer(request: web.Request, core: IngressCore,
     return resp
 
 
+async def _queue_comment(core: IngressCore, rid: str) -> bytes:
+    pos = await _position(core, rid)
+    if pos is None:
+        return f": running id={rid}\n\n".encode()
+    eta = "" if pos.eta_s is None else f" eta_s={pos.eta_s}"
+    return f": queued id={rid} position={pos.position}{eta}\n\n".encode()
+
+
 async def _relay(resp: web.StreamResponse, queue: asyncio.Queue[Reply], rid: str,
-                 timeout_s: float) -> None:
-    """Write chunks until a terminal message; a silence longer than timeout_s ends the stream."""
+                 timeout_s: float, progress: Callable[[], Awaitable[bytes]]) -> None:
+    """Write chunks until a terminal message; a silence longer than timeout_s ends the stream.
+
+    Before the first chunk `progress()` is written every second; after it, a keep-alive
+    comment every KEEPALIVE_S of silence.
+    """
     silent_since, delivery = time.monotonic(), ""
+    await resp.write(await progress())
     while True:
         try:
-            reply = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            reply = await asyncio.wait_for(queue.get(), KEEPALIVE_S if delivery else 1.0)
         except TimeoutError:
             if time.monotonic() - silent_since > timeout_s:
                 await resp.write(_sse_error(
                     f"No answer within {timeout_s:.0f}s; fetch it at /v1/requests/{rid}.",
                     "timeout", "wait_timeout", rid))
                 break
-            await resp.write(b": waiting\n\n")
+            await resp.write(await progress() if not delivery else b": waiting\n\n")
             continue
         silent_since = time.monotonic()
         if reply.kind is ReplyKind.CHUNK:
@@ -311,7 +394,7 @@ async def get_request(request: web.Request) -> web.Response:
         return error_response(400, f"'{rid[:64]}' is not a request id (expected <ms>-<seq>).",
                               "invalid_request_error", "invalid_request_id")
     try:
-        view = await read_request(core.redis, core.settings.keys, rid)
+        view = await read_request(core.redis, core.scripts, rid)
     except TRANSIENT_REDIS_ERRORS:
         return error_response(503, "The queue is unreachable; retry shortly.",
                               "server_unavailable", "dam_unavailable", headers={"Retry-After": "1"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = ("accepted", "rejected_rate_limit", "rejected_backlog", "bad_request",
-            "unauthorized", "unavailable", "duplicate")
+            "unauthorized", "unavailable", "duplicate", "rejected_tokens")
 TENANT_CLASSES = ("anonymous", "key", "unknown")
 
 REQUESTS = Counter(
@@ -29,6 +29,9 @@ SHADOW_REJECTIONS = Counter("dam_ingress_shadow_rejections_total",
                             "through, counted and logged.")
 CANCELLED = Counter("dam_ingress_cancelled_total",
                     "Queued requests cancelled because their caller went away.")
+ABORT_REQUESTS = Counter("dam_ingress_abort_requests_total",
+                         "Running requests whose caller went away: the worker was told to "
+                         "abort the backend call.")
 DENY_CACHE_HITS = Counter("dam_ingress_deny_cache_hits_total", "429s answered locally.")
 WAITING = Gauge("dam_ingress_waiting_requests", "Accepted requests whose caller is waiting.")
 OPEN_CONNECTIONS = Gauge("dam_ingress_open_connections", "Client connections open now.")

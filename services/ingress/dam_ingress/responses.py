@@ -23,7 +23,7 @@ def error_response(status: int, message: str, err_type: str, code: str,
 
 def retry_after_s(result: AdmitResult) -> int:
     """Seconds a rejected client should wait, from the bucket or the current drain rate."""
-    if result.code is AdmitCode.BACKLOG_FULL:
+    if result.code in (AdmitCode.BACKLOG_FULL, AdmitCode.TENANT_BACKLOG_FULL):
         # Time for today's backlog to clear at the rate it drained over the last second.
         drain = max(result.drain_per_s, 1)
         return min(MAX_RETRY_AFTER_S, max(1, math.ceil(result.backlog / drain)))
@@ -39,7 +39,16 @@ def rate_limit_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, s
     }
 
 
-def rejection(result: AdmitResult, burst: int) -> web.Response:
+def token_limit_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
+    """OpenAI's x-ratelimit-*-tokens headers (tokens per minute)."""
+    return {
+        "x-ratelimit-limit-tokens": str(limit),
+        "x-ratelimit-remaining-tokens": str(max(0, remaining)),
+        "x-ratelimit-reset-tokens": f"{max(0, reset_ms) / 1000:.3f}s",
+    }
+
+
+def rejection(result: AdmitResult, burst: int, tokens_per_minute: int = 0) -> web.Response:
     """The 429 or 503 answer for a rejected admission."""
     retry = retry_after_s(result)
     if result.code is AdmitCode.RATE_LIMITED:
@@ -47,6 +56,16 @@ def rejection(result: AdmitResult, burst: int) -> web.Response:
                    **rate_limit_headers(burst, result.remaining, result.reset_ms)}
         return error_response(429, f"Rate limit reached: retry in {retry}s.", "requests",
                               "rate_limit_exceeded", headers=headers)
+    if result.code is AdmitCode.TOKENS_LIMITED:
+        headers = {"Retry-After": str(retry), **token_limit_headers(
+            tokens_per_minute, result.tokens_left, result.tokens_reset_ms)}
+        return error_response(429, f"Token budget of {tokens_per_minute} tokens per minute "
+                              f"reached: retry in {retry}s.", "tokens", "rate_limit_exceeded",
+                              headers=headers)
+    if result.code is AdmitCode.TENANT_BACKLOG_FULL:
+        return error_response(503, f"Your queue is full ({result.backlog} of your requests "
+                              f"waiting); retry in {retry}s.", "server_overloaded",
+                              "tenant_backlog_full", headers={"Retry-After": str(retry)})
     if result.code is AdmitCode.CIRCUIT_OPEN:
         return error_response(503, "The model backend is failing; retry in "
                               f"{retry}s.", "server_unavailable", "backend_unavailable",

@@ -32,6 +32,15 @@ class IngressSettings(CommonSettings):
     intake_burst: int = Field(1000, ge=1, description="Bucket size of the global intake bucket.")
     backlog_cap: int = Field(1000, ge=1, description="Max requests waiting in the intake stream; "
                              "beyond it 503.")
+    tenant_backlog_cap: int = Field(250, ge=0, description="Max requests one tenant (an API "
+                                    "key, or the anonymous class) may have waiting; beyond it "
+                                    "503 for that tenant only (0: the global cap alone). "
+                                    "Tiers in the limits file override it.")
+    anon_buckets: int = Field(1, ge=1, le=1024, description="Anonymous clients share this many "
+                              "tenants, by a hash of their address (the limits file's "
+                              "[anonymous] buckets overrides it).")
+    default_max_tokens: int = Field(512, ge=1, description="Completion tokens reserved from a "
+                                    "token budget for a request that sets no max_tokens.")
     stream_maxlen: int = Field(0, ge=0, description="MAXLEN ~ of the intake stream, a safety net "
                                "above the backlog cap (0: 2 x backlog cap).")
     deny_cache_ms: float = Field(100, ge=0, description="How long a known denial is answered "

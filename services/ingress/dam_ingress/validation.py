@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dam_common.scripts import PRIORITY_LEVELS
+
+PRIORITY_HEADER = "x-dam-priority"
 
 
 class Message(BaseModel):
@@ -26,6 +31,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    metadata: dict[str, Any] | None = None
 
 
 class InvalidRequest(Exception):
@@ -69,3 +75,21 @@ def parse_chat_request(raw: bytes, max_tokens_cap: int) -> tuple[ChatRequest, by
             raise InvalidRequest(f"{name} is {value}, above this service's cap of "
                                  f"{max_tokens_cap}", "max_tokens_too_large", name)
     return req, orjson.dumps(doc)
+
+
+def requested_priority(headers: Mapping[str, str], chat: ChatRequest) -> int | None:
+    """The priority a request asks for: the x-dam-priority header, else metadata.priority.
+
+    0 is the default, higher is served first within the tenant; the tier bounds it.
+    """
+    raw = headers.get(PRIORITY_HEADER)
+    where = PRIORITY_HEADER
+    if raw is None and chat.metadata is not None and "priority" in chat.metadata:
+        raw, where = chat.metadata["priority"], "metadata.priority"
+    if raw is None:
+        return None
+    text = str(raw).strip() if not isinstance(raw, bool) else ""
+    if not text.isdigit() or int(text) >= PRIORITY_LEVELS:
+        raise InvalidRequest(f"{where} must be an integer from 0 to {PRIORITY_LEVELS - 1}",
+                             "invalid_priority", where)
+    return int(text)

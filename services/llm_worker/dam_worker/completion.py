@@ -52,3 +52,17 @@ class StreamAssembler:
         if self._usage is not None:
             doc["usage"] = self._usage
         return doc
+
+
+def usage_tokens(completion: dict[str, Any]) -> int | None:
+    """Tokens the backend says a completion used (prompt + completion); None if unreported."""
+    usage = completion.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    if all(isinstance(p, int) for p in parts):
+        return int(parts[0]) + int(parts[1])  # type: ignore[arg-type]
+    return None

@@ -24,7 +24,7 @@ async def serve(settings: WorkerSettings) -> None:
     readiness = Readiness()
     redis = make_redis(settings.redis_url, max_connections=settings.worker_capacity + 8,
                        name="dam-worker")
-    blocking = make_redis(settings.redis_url, max_connections=2, socket_timeout=None,
+    blocking = make_redis(settings.redis_url, max_connections=3, socket_timeout=None,
                           name="dam-worker-read")
     timeout = aiohttp.ClientTimeout(total=settings.llm_timeout_s,
                                     sock_connect=settings.llm_connect_timeout_s)

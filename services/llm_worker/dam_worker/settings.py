@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dam_common.settings import CommonSettings
 
@@ -10,7 +10,19 @@ from dam_common.settings import CommonSettings
 class WorkerSettings(CommonSettings):
     """Every knob of the worker, with its default."""
 
-    worker_capacity: int = Field(4, ge=1, description="Concurrent backend calls (slots).")
+    worker_capacity: int = Field(4, ge=1, description="Concurrent backend calls (slots); the "
+                                 "most the adaptive limit may reach.")
+    worker_min_capacity: int = Field(1, ge=1, description="The least the adaptive limit may "
+                                     "fall to under backend pushback.")
+    adaptive_capacity: bool = Field(True, description="Lower the concurrency on backend "
+                                    "429/503/timeouts (or calls slower than the latency "
+                                    "target) and raise it back as calls succeed (AIMD).")
+    backend_latency_target_s: float = Field(0, ge=0, description="A call slower than this "
+                                            "counts as backend overload (0: latency is not "
+                                            "a signal, only errors are).")
+    worker_token_capacity: int = Field(0, ge=0, description="Estimated tokens (prompt + "
+                                       "max_tokens) this worker's backend share may hold in "
+                                       "flight, as a KV cache does (0: slots only).")
     worker_id: str = Field("", description="Consumer name in the work group; random if empty.")
     llm_base_url: str = Field("http://127.0.0.1:8090/v1", description="OpenAI-compatible "
                               "backend; /chat/completions is appended.")
@@ -39,3 +51,9 @@ class WorkerSettings(CommonSettings):
                           description="Address of /healthz, /readyz, /metrics.")
     ops_port: int = Field(8082, ge=0, le=65535, validation_alias="DAM_WORKER_PORT",
                           description="Port of /healthz, /readyz, /metrics (0: off).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WorkerSettings:
+        if self.worker_min_capacity > self.worker_capacity:
+            raise ValueError("DAM_WORKER_MIN_CAPACITY must not exceed DAM_WORKER_CAPACITY")
+        return self

@@ -21,9 +21,12 @@ from dam_common.errors import PermanentBackendError, TransientBackendError
 from dam_common.keys import WORK_GROUP
 from dam_common.probes import Readiness
 from dam_common.scripts import LuaScripts
+from dam_worker.abort import listen_for_aborts
 from dam_worker.backend import LLMBackend
-from dam_worker.completion import StreamAssembler
+from dam_worker.completion import StreamAssembler, usage_tokens
+from dam_worker.concurrency import AimdLimit
 from dam_worker.metrics import (
+    ABORTED,
     CAPACITY,
     COMPLETED,
     DEAD_LETTERED,
@@ -33,6 +36,7 @@ from dam_worker.metrics import (
     QUEUE_WAIT_SECONDS,
     REQUEUED,
     TOKENS_OUT,
+    TOKENS_SETTLED,
 )
 from dam_worker.reclaim import Reclaimer
 from dam_worker.retry_policy import backend_retrying
@@ -42,6 +46,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 READ_BLOCK_MS = 500
+# Backend answers that mean "too much": the adaptive limit backs off. None is a connection
+# error or a timeout.
+OVERLOAD_STATUSES = frozenset({429, 503, None})
 
 
 class Worker:
@@ -61,13 +68,26 @@ class Worker:
         self._stopping = asyncio.Event()
         self._reclaimer = Reclaimer(self)
         self._settle_batcher = TickBatcher(self.scripts)  # completions of a tick: one pipeline
-        CAPACITY.set(settings.worker_capacity)
+        floor = settings.worker_min_capacity if settings.adaptive_capacity else \
+            settings.worker_capacity
+        self.limit = AimdLimit(floor, settings.worker_capacity,
+                               settings.backend_latency_target_s)
+        self._lease_changed = asyncio.Event()
+        self._aborted: set[str] = set()
+        CAPACITY.set(self.limit.current)
 
     # -- slots -----------------------------------------------------------------------------
     @property
     def free_slots(self) -> int:
-        """Slots not taken by an entry."""
-        return self._s.worker_capacity - len(self._items)
+        """Slots of the current adaptive limit not taken by an entry."""
+        return self.limit.current - len(self._items)
+
+    def _limit_changed(self) -> None:
+        """Advertise the new capacity at once: the dispatcher's credits follow it."""
+        CAPACITY.set(self.limit.current)
+        log.info("capacity changed", extra={"capacity": self.limit.current})
+        self._lease_changed.set()
+        self._slot_freed.set()
 
     @property
     def held_ids(self) -> list[str]:
@@ -101,7 +121,9 @@ class Worker:
     async def run(self) -> None:
         """Read and work until stopped, then drain; background loops run alongside."""
         background = [asyncio.create_task(c) for c in (
-            self._heartbeat_loop(), self._reclaimer.refresh_loop(), self._reclaimer.reclaim_loop())]
+            self._heartbeat_loop(), self._reclaimer.refresh_loop(), self._reclaimer.reclaim_loop(),
+            listen_for_aborts(self._blocking, self._s.keys.abort_channel, self.abort,
+                              self._stopping))]
         try:
             await self._read_loop()
         finally:
@@ -148,17 +170,22 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _renew_lease(self) -> None:
-        await self.scripts.renew_lease(self.consumer, self._s.worker_capacity,
-                                       int(self._s.heartbeat_ttl_s * 1000))
+        """Slots = the adaptive limit; tokens scaled down with it."""
+        s, current = self._s, self.limit.current
+        tokens = s.worker_token_capacity * current // s.worker_capacity
+        await self.scripts.renew_lease(self.consumer, current, int(s.heartbeat_ttl_s * 1000),
+                                       token_capacity=tokens)
 
     async def _heartbeat_loop(self) -> None:
         while not self.stopping:
             try:
+                self._lease_changed.clear()
                 await self._renew_lease()
                 self._readiness.mark_ok()
             except TRANSIENT_REDIS_ERRORS as exc:
                 self._readiness.mark_down(exc)
-            await self.pause(self._s.heartbeat_ttl_s / 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lease_changed.wait(), self._s.heartbeat_ttl_s / 3)
 
     async def _drain(self) -> None:
         """Leave the credits at once, finish within the grace period, hand back the rest."""
@@ -179,12 +206,27 @@ class Worker:
         if leftovers:
             log.info("handed back", extra={"entries": len(leftovers)})
 
+    def abort(self, rid: str) -> None:
+        """The client of `rid` went away during its generation: stop the backend call."""
+        for item, task in list(self._items.values()):
+            if item.rid == rid and not task.done():
+                self._aborted.add(item.entry_id)
+                task.cancel()
+
     # -- one entry -------------------------------------------------------------------------
     async def _handle(self, item: WorkItem) -> None:
         QUEUE_WAIT_SECONDS.observe(max(0.0, time.time() - item.accepted_ms / 1000))
         started = time.perf_counter()
         try:
             completion = await self._call(item, orjson.loads(item.body))
+        except asyncio.CancelledError:
+            if item.entry_id not in self._aborted:
+                raise  # shutting down: _drain hands the entry back
+            self._aborted.discard(item.entry_id)
+            ABORTED.inc()
+            await self.settle_failure(item, FailMode.CANCEL, "the client went away during "
+                                      "generation; the backend call was aborted")
+            await self._refund(item, item.reserved_tokens)
         except PermanentBackendError as exc:
             LLM_CALLS.labels("permanent_error").inc()
             await self.settle_failure(item, FailMode.BURY, str(exc))
@@ -220,10 +262,25 @@ class Worker:
                                               self._s.llm_backoff_base_s,
                                               self._s.llm_backoff_max_s):
             with attempt:
-                if item.stream:
-                    return await self._stream_call(item, body)
-                return await self._backend.complete(body)
+                return await self._attempt(item, body)
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True
+
+    async def _attempt(self, item: WorkItem, body: dict[str, Any]) -> dict[str, Any]:
+        """One backend call; its outcome feeds the adaptive limit."""
+        started = time.monotonic()
+        try:
+            if item.stream:
+                result = await self._stream_call(item, body)
+            else:
+                result = await self._backend.complete(body)
+        except TransientBackendError as exc:
+            if exc.status in OVERLOAD_STATUSES and self.limit.observe_overload(time.monotonic()):
+                self._limit_changed()
+            raise
+        now = time.monotonic()
+        if self.limit.observe_success(now - started, now):
+            self._limit_changed()
+        return result
 
     async def _stream_call(self, item: WorkItem, body: dict[str, Any]) -> dict[str, Any]:
         """Relay chunks to the waiting ingress as they come; retried only before the first."""
@@ -254,6 +311,9 @@ class Worker:
         first = raw is not None and int(raw) == 0
         if first:
             COMPLETED.inc()
+            used = usage_tokens(completion)
+            if used is not None:
+                await self._refund(item, item.reserved_tokens - used)
         extra: dict[str, Any] = {"rid": item.rid, "client": item.client, "first": first,
                                  "llm_ms": round(llm_s * 1000, 1),
                                  "queue_wait_ms": int(time.time() * 1000) - item.accepted_ms}
@@ -269,10 +329,19 @@ class Worker:
             return
         if result.code is FailCode.DEAD_LETTERED:
             DEAD_LETTERED.inc()
+            await self._refund(item, item.reserved_tokens)
         elif result.code is FailCode.REQUEUED:
             REQUEUED.inc()
         log.warning("delivery failed", extra={"rid": item.rid, "client": item.client, "mode": mode,
                                               "outcome": result.code.name, "error": error[:300]})
+
+    async def _refund(self, item: WorkItem, delta: int) -> None:
+        """Settle the tenant's token budget: reserved minus used (a refund, or a charge)."""
+        if not item.tokens_per_minute or not item.tenant or not delta:
+            return
+        call = self.scripts.adjust_tokens_call(item.tenant, delta, item.tokens_per_minute)
+        if await self._retry_redis(lambda: self._settle_batcher.call(call), attempts=3) is not None:
+            TOKENS_SETTLED.labels("refund" if delta > 0 else "charge").inc(abs(delta))
 
     async def _retry_redis(self, op: Callable[[], Awaitable[T]], attempts: int = 0) -> T | None:
         """Run a Redis step until it succeeds (or `attempts` runs out; 0: until stopped+grace).

@@ -13,4 +13,5 @@ def run(settings: MockSettings) -> None:
     """Serve until SIGINT/SIGTERM."""
     install_uvloop()
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log=None, print=None, shutdown_timeout=2.0)
+                access_log=None, print=None, shutdown_timeout=2.0,
+                handler_cancellation=True)  # a caller that hangs up stops its generation

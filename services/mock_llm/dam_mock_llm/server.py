@@ -25,6 +25,8 @@ class Stats:
     queued: int = 0
     max_queued: int = 0
     errors_injected: int = 0
+    rejected_overload: int = 0
+    aborted: int = 0
     started_per_second: dict[int, int] = field(default_factory=dict)
 
     def started(self) -> None:
@@ -39,7 +41,7 @@ class Stats:
 
     def reset(self) -> None:
         """Zero the counters; requests still running stay counted as in flight."""
-        self.requests_total = self.errors_injected = 0
+        self.requests_total = self.errors_injected = self.rejected_overload = self.aborted = 0
         self.max_inflight, self.max_queued = self.inflight, self.queued
         self.started_per_second.clear()
 
@@ -53,6 +55,8 @@ class Stats:
             "queued": self.queued,
             "max_queued": self.max_queued,
             "errors_injected": self.errors_injected,
+            "rejected_overload": self.rejected_overload,
+            "aborted": self.aborted,
         }
 
 
@@ -89,6 +93,12 @@ class Slots:
                 stats.queued -= 1
                 del ballast
         self._busy += 1
+
+    def overloaded(self) -> bool:
+        """All slots busy and the queue at `max_queue`: a hosted API would answer 429."""
+        settings = self._behaviour.current
+        return (settings.max_queue is not None and bool(settings.slots)
+                and self._busy >= settings.slots and self._stats.queued >= settings.max_queue)
 
     def _has_room(self) -> bool:
         slots = self._behaviour.current.slots
@@ -139,11 +149,19 @@ async def chat(request: web.Request) -> web.StreamResponse:
                                                 "type": "server_error", "code": "mock"}},
                                      status=settings.status, headers=headers)
         slots = request.app[SLOTS]
+        if slots.overloaded():
+            stats.rejected_overload += 1
+            return web.json_response({"error": {"message": "overloaded, retry later",
+                                                "type": "rate_limit", "code": "overloaded"}},
+                                     status=429, headers={"Retry-After": "1"})
         await slots.acquire()
         try:
             return await _generate(request, request.app[SETTINGS].current, body, stats)
         finally:
             await slots.release()
+    except asyncio.CancelledError:
+        stats.aborted += 1  # the caller closed the connection mid-generation
+        raise
     finally:
         stats.inflight -= 1
 

@@ -26,3 +26,6 @@ class MockSettings(BaseSettings):
     crash_at_queue: int = Field(0, ge=0, description="Exit like an OOM kill when more than "
                                 "this many requests wait (0: never).")
     retry_after_s: float | None = Field(None, ge=0, description="Retry-After sent with errors.")
+    max_queue: int | None = Field(None, ge=0, description="With all slots busy, at most this "
+                                  "many requests wait; more get 429 'overloaded', as a hosted "
+                                  "API does (unset: the queue is unbounded).")

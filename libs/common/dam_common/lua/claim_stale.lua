@@ -5,6 +5,7 @@ Entries XAUTOCLAIM reports as deleted were accepted requests that vanished from 
 they are recorded as `failed` here, never ignored.
 
 KEYS[1]  work stream   KEYS[2]  in-flight map (work id -> request id)   KEYS[3] counters
+KEYS[4]  tokens in flight (hash: work id -> tokens)
 ARGV[1]  now ms or ''  ARGV[2]  work group   ARGV[3]  consumer (the claiming worker)
 ARGV[4]  min idle ms   ARGV[5]  cursor       ARGV[6]  max entries to claim
 ARGV[7]  key prefix of request records and reply streams
@@ -37,6 +38,7 @@ local vanished = 0
 for _, id in ipairs(res[3] or {}) do
   local rid = redis.call('HGET', KEYS[2], id)
   redis.call('HDEL', KEYS[2], id)
+  redis.call('HDEL', KEYS[4], id)
   if rid then
     local rec = ARGV[7] .. 'req:' .. rid
     local status = redis.call('HGET', rec, 'status')

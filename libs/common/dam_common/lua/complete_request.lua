@@ -6,7 +6,7 @@ this request finished first), only the acknowledgement happens and the reply say
 KEYS[1]  work stream        KEYS[2]  request record (hash)
 KEYS[3]  reply stream of the ingress waiting for this request
 KEYS[4]  in-flight map (hash: work entry id -> request id)
-KEYS[5]  counters (hash)
+KEYS[5]  counters (hash)    KEYS[6]  tokens in flight (hash: work entry id -> tokens)
 ARGV[1]  now in ms, or ''   ARGV[2]  work group      ARGV[3]  work entry id
 ARGV[4]  request id         ARGV[5]  completion JSON
 ARGV[6]  record TTL ms      ARGV[7]  reply MAXLEN ~  ARGV[8]  reply stream TTL ms
@@ -21,6 +21,7 @@ end
 redis.call('XACK', KEYS[1], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('HDEL', KEYS[6], ARGV[3])
 
 local status = redis.call('HGET', KEYS[2], 'status')
 if status == 'completed' or status == 'failed' or status == 'expired' or status == 'cancelled' then

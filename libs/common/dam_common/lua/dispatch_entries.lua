@@ -1,8 +1,15 @@
---[[ dispatch_entries: move up to `credits` entries from intake to work, atomically.
+--[[ dispatch_entries: move up to `credits` entries from intake to work, atomically, in
+weighted-fair order across tenants (deficit round robin).
 
-credits = sum of capacity of workers whose lease has not expired - entries in the work stream.
-Entries are XACKed and XDELed from intake in the same call that XADDs them to work, so a
-crash can neither lose nor duplicate one, and XLEN(intake) is exactly the backlog.
+credits = sum of capacity of workers whose lease has not expired - entries in the work stream;
+when workers also declare a token capacity, the estimated tokens (prompt + max_tokens) in
+flight must stay within its sum as well.
+Which entry goes next: the tenant at the head of the ring gets `weight` requests per turn
+(its deficit; fractions carry over), highest priority first and FIFO within a priority; a
+tenant whose queues are empty leaves the ring; then the next tenant. Idle tenants are not in
+the ring, so the cost per dispatched request does not depend on how many tenants exist.
+An entry is XDELed from intake in the same call that XADDs it to work, so a crash can neither
+lose nor duplicate one, and XLEN(intake) is exactly the backlog.
 Entries whose deadline has passed end as `expired` instead, with no LLM call spent.
 
 KEYS[1]  intake stream           KEYS[2]  work stream
@@ -13,11 +20,15 @@ KEYS[6]  drain window (hash: w = second, c = dispatched in w, p = dispatched in 
 KEYS[7]  in-flight map (hash: work entry id -> request id)
 KEYS[8]  counters (hash)
 KEYS[9]  dispatch log (zset: work id -> dispatch ms, last second only)
+KEYS[10] scheduler ring (list)  KEYS[11] scheduler tenants (hash: tenant -> weight)
+KEYS[12] deficits (hash)        KEYS[13] tenant whose turn is unfinished (string)
+KEYS[14] worker token capacity (hash: worker id -> tokens)
+KEYS[15] tokens in flight (hash: work id -> estimated tokens)
 ARGV[1]  now in ms, or '' for the server clock
-ARGV[2]  intake group          ARGV[3]  consumer name (this dispatcher)
-ARGV[4]  max entries per call  ARGV[5]  dispatch rate /s (0 = unlimited)
-ARGV[6]  dispatch burst        ARGV[7]  key prefix of request records and reply streams
-ARGV[8]  record TTL ms         ARGV[9]  reply stream MAXLEN ~   ARGV[10] reply stream TTL ms
+ARGV[2]  max entries per call  ARGV[3]  dispatch rate /s (0 = unlimited)
+ARGV[4]  dispatch burst        ARGV[5]  key prefix of request records and reply streams
+ARGV[6]  record TTL ms         ARGV[7]  reply stream MAXLEN ~   ARGV[8] reply stream TTL ms
+ARGV[9] priority levels
 The dispatch rate is held two ways: a token bucket (rate, burst) paces dispatches and lets
 the loop catch up after a late wake-up; the log caps dispatches in any sliding 1000 ms at the
 rate, so no second ever sees more than the rate, whatever the burst.
@@ -38,13 +49,24 @@ local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
 if #dead > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   redis.call('HDEL', KEYS[4], unpack(dead))
+  redis.call('HDEL', KEYS[14], unpack(dead))
 end
 local capacity = 0
 for _, slots in ipairs(redis.call('HVALS', KEYS[4])) do capacity = capacity + tonumber(slots) end
 local credits = capacity - redis.call('XLEN', KEYS[2])
 if credits <= 0 then return {1, 0, 0, 0, 0} end
 
-local rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- Token capacity: -1 when no live worker declares one (slots alone then count).
+local token_room, token_total = -1, 0
+local token_caps = redis.call('HVALS', KEYS[14])
+if #token_caps > 0 then
+  for _, t in ipairs(token_caps) do token_total = token_total + tonumber(t) end
+  token_room = token_total
+  for _, t in ipairs(redis.call('HVALS', KEYS[15])) do token_room = token_room - tonumber(t) end
+  if token_room <= 0 then return {1, 0, 0, 0, 0} end
+end
+
+local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens = credits
 if rate > 0 then
   local st = redis.call('HMGET', KEYS[5], 'tokens', 'ts')
@@ -64,42 +86,105 @@ if rate > 0 then
   end
 end
 
-local want = math.min(credits, tonumber(ARGV[4]), math.floor(tokens), window_room)
-local read = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', want,
-  'STREAMS', KEYS[1], '>')
-if not read or not read[1] or #read[1][2] == 0 then return {3, 0, 0, credits, 0} end
+local want = math.min(credits, tonumber(ARGV[2]), math.floor(tokens), window_room)
+local prefix, ttl = ARGV[5], tonumber(ARGV[6])
+local levels = tonumber(ARGV[9])
+local ring, tenants, deficits = KEYS[10], KEYS[11], KEYS[12]
+local turn = redis.call('GET', KEYS[13])
+local moved, expired, blocked = 0, 0, false
 
-local prefix, ttl = ARGV[7], tonumber(ARGV[8])
-local moved, expired = 0, 0
-for _, entry in ipairs(read[1][2]) do
-  local id, f = entry[1], entry[2]
-  local fields = {}
-  for i = 1, #f, 2 do fields[f[i]] = f[i + 1] end
-  local rid = fields['rid'] or id
-  local rec = prefix .. 'req:' .. rid
-  if tonumber(fields['deadline_ms'] or '0') < now then
-    redis.call('HSET', rec, 'status', 'expired', 'error', 'deadline passed before dispatch',
-      'updated_ms', now)
-    redis.call('PEXPIRE', rec, ttl)
-    local reply = prefix .. 'reply:' .. (fields['ingress'] or '')
-    redis.call('XADD', reply, 'MAXLEN', '~', ARGV[9], '*', 'rid', rid, 'kind', 'expired')
-    redis.call('PEXPIRE', reply, ARGV[10])
-    expired = expired + 1
-  else
-    local wid
-    if fields['rid'] then
-      wid = redis.call('XADD', KEYS[2], '*', unpack(f))
-    else
-      wid = redis.call('XADD', KEYS[2], '*', 'rid', rid, unpack(f))
-    end
-    redis.call('HSET', KEYS[7], wid, rid)
-    if rate > 0 then redis.call('ZADD', KEYS[9], now, wid) end
-    redis.call('HSET', rec, 'status', 'running', 'dispatched_ms', now, 'updated_ms', now)
-    redis.call('PEXPIRE', rec, ttl)
-    moved = moved + 1
+-- Head of the tenant's highest non-empty priority queue, without removing it.
+local function head(tenant)
+  for p = levels - 1, 0, -1 do
+    local q = prefix .. 'queue:' .. tenant .. ':' .. p
+    local top = redis.call('ZRANGE', q, 0, 0)
+    if top[1] then return q, top[1] end
   end
-  redis.call('XACK', KEYS[1], ARGV[2], id)
-  redis.call('XDEL', KEYS[1], id)
+  return nil, nil
+end
+
+local function expire(rid, fields)
+  local rec = prefix .. 'req:' .. rid
+  redis.call('HSET', rec, 'status', 'expired', 'error', 'deadline passed before dispatch',
+    'updated_ms', now)
+  redis.call('PEXPIRE', rec, ttl)
+  local reply = prefix .. 'reply:' .. (fields['ingress'] or '')
+  redis.call('XADD', reply, 'MAXLEN', '~', ARGV[7], '*', 'rid', rid, 'kind', 'expired')
+  redis.call('PEXPIRE', reply, ARGV[8])
+end
+
+local function move(rid, flat, fields, cost)
+  local wid
+  if fields['rid'] then  -- a replayed entry already names its request
+    wid = redis.call('XADD', KEYS[2], '*', unpack(flat))
+  else
+    wid = redis.call('XADD', KEYS[2], '*', 'rid', rid, unpack(flat))
+  end
+  redis.call('HSET', KEYS[7], wid, rid)
+  if token_room >= 0 then redis.call('HSET', KEYS[15], wid, cost) end
+  if rate > 0 then redis.call('ZADD', KEYS[9], now, wid) end
+  local rec = prefix .. 'req:' .. rid
+  redis.call('HSET', rec, 'status', 'running', 'dispatched_ms', now, 'updated_ms', now)
+  redis.call('PEXPIRE', rec, ttl)
+end
+
+-- Deficit round robin over the ring; `steps` bounds the work of one call.
+local steps = 0
+while moved + expired < want and steps < want * 4 + 64 do
+  steps = steps + 1
+  local tenant = redis.call('LINDEX', ring, 0)
+  if not tenant then break end
+  local deficit = tonumber(redis.call('HGET', deficits, tenant) or '0')
+  if turn ~= tenant then
+    deficit = deficit + tonumber(redis.call('HGET', tenants, tenant) or '1')
+    turn = tenant
+  end
+  local q, iid = head(tenant)
+  if not q then  -- nothing queued any more: leave the ring, forget the deficit
+    redis.call('LPOP', ring)
+    redis.call('HDEL', tenants, tenant)
+    redis.call('HDEL', deficits, tenant)
+    turn = false
+  elseif deficit < 1 then  -- turn used up: to the back of the ring, keeping the fraction
+    redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+    redis.call('HSET', deficits, tenant, tostring(deficit))
+    turn = false
+  else
+    local found = redis.call('XRANGE', KEYS[1], iid, iid)
+    local flat = found[1] and found[1][2]
+    local fields = {}
+    if flat then for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end end
+    local rid = fields['rid'] or iid
+    local cost = tonumber(fields['cost'] or '0') or 0
+    -- A request that does not fit the token room waits for room (one larger than the whole
+    -- capacity runs once nothing else is in flight).
+    if flat and tonumber(fields['deadline_ms'] or '0') >= now and token_room >= 0
+        and cost > token_room and token_room < token_total then
+      blocked = true
+      redis.call('HSET', deficits, tenant, tostring(deficit))
+      break
+    end
+    redis.call('ZREM', q, iid)
+    if flat then
+      if tonumber(fields['deadline_ms'] or '0') < now then
+        expire(rid, fields)
+        expired = expired + 1
+      else
+        move(rid, flat, fields, cost)
+        if token_room >= 0 then token_room = token_room - cost end
+        moved = moved + 1
+        deficit = deficit - 1
+      end
+      redis.call('XDEL', KEYS[1], iid)
+    end
+    redis.call('HSET', deficits, tenant, tostring(deficit))
+  end
+end
+if turn then redis.call('SET', KEYS[13], turn) else redis.call('DEL', KEYS[13]) end
+if moved + expired == 0 then
+  if blocked then return {1, 0, 0, credits, 0} end
+  if redis.call('LLEN', ring) == 0 then return {3, 0, 0, credits, 0} end
+  return {0, 0, 0, credits, 0}  -- turns went round without a full deficit: call again
 end
 
 if rate > 0 then
