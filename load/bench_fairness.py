@@ -6,7 +6,9 @@ Two cases per tenant count, each against the same embedded server, alternated an
   ring.)
 - active: N tenants all have requests queued (weight 1 each); dispatch cost per request.
 Measured: wall time of dispatch_entries.lua calls (batch 64, no rate limit, ample credits)
-per dispatched request, in microseconds, from one client.
+per dispatched request, in microseconds, from one client; and, as a figure a shared machine
+cannot blur, the Redis commands those calls ran per dispatched request (INFO commandstats,
+which counts the commands a script calls).
 
     .venv/bin/python load/bench_fairness.py [--requests 20000] [--rounds 3]
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_common import machine, median, redis_server
+from redis.asyncio import Redis
 
 from dam_common.connection import make_redis
 from dam_common.scripts import AdmitParams, LuaScripts
@@ -44,9 +47,15 @@ async def _fill(scripts: LuaScripts, tenants: int, per_tenant: int) -> None:
         await scripts.call_many(calls[i:i + 500])
 
 
-async def _drain_timed(scripts: LuaScripts, total: int) -> float:
-    """Dispatch `total` requests; microseconds per dispatched request."""
+async def _commands(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+async def _drain_timed(scripts: LuaScripts, redis: Redis, total: int) -> tuple[float, float]:
+    """Dispatch `total` requests; (microseconds, Redis commands) per dispatched request."""
     moved = 0
+    before = await _commands(redis)
     started = time.perf_counter()
     while moved < total:
         res = await scripts.dispatch(BATCH, 0, 1)
@@ -54,10 +63,11 @@ async def _drain_timed(scripts: LuaScripts, total: int) -> float:
         if not res.dispatched and not res.expired and res.code.value == 3:
             break
     elapsed = time.perf_counter() - started
-    return elapsed / max(moved, 1) * 1e6
+    commands = await _commands(redis) - before
+    return elapsed / max(moved, 1) * 1e6, commands / max(moved, 1)
 
 
-async def one_run(url: str, tenants: int, case: str, requests: int) -> float:
+async def one_run(url: str, tenants: int, case: str, requests: int) -> tuple[float, float]:
     redis = make_redis(url, max_connections=8)
     settings = CommonSettings(redis_url=url, key_prefix=f"bench-fair-{uuid.uuid4().hex[:6]}:")
     scripts = LuaScripts(redis, settings)
@@ -66,12 +76,14 @@ async def one_run(url: str, tenants: int, case: str, requests: int) -> float:
     try:
         if case == "idle":
             await _fill(scripts, tenants, 1)
-            await _drain_timed(scripts, tenants)  # every tenant has been served: all idle now
+            await _drain_timed(scripts, redis, tenants)  # all served once: idle now
+            k = settings.keys  # as if those requests were settled: only idleness differs
+            await redis.delete(k.work, k.inflight)
             await _fill(scripts, 10, requests // 10)
         else:
             await _fill(scripts, tenants, max(1, requests // tenants))
         total = await redis.xlen(settings.keys.intake)
-        return await _drain_timed(scripts, total)
+        return await _drain_timed(scripts, redis, total)
     finally:
         async for key in redis.scan_iter(match=f"{settings.key_prefix}*", count=1000):
             await redis.unlink(key)
@@ -83,12 +95,16 @@ async def main(requests: int, rounds: int) -> None:
     with redis_server() as url:
         for case in ("idle", "active"):
             results: dict[int, list[float]] = {10: [], 10_000: []}
+            commands: dict[int, float] = {}
             for _ in range(rounds):  # alternated, so drift on a shared machine hits both
                 for tenants in results:
-                    results[tenants].append(await one_run(url, tenants, case, requests))
+                    us, cmds = await one_run(url, tenants, case, requests)
+                    results[tenants].append(us)
+                    commands[tenants] = cmds
             few, many = median(results[10]), median(results[10_000])
             print(f"{case:>6} tenants: 10 -> {few:6.1f} us/request, 10,000 -> {many:6.1f} "
-                  f"us/request, ratio {many / few:.2f} (runs: "
+                  f"us/request, ratio {many / few:.2f}; Redis commands/request "
+                  f"{commands[10]:.2f} vs {commands[10_000]:.2f} (runs: "
                   f"{[round(x, 1) for x in results[10]]} vs "
                   f"{[round(x, 1) for x in results[10_000]]})")
 

@@ -22,6 +22,11 @@ def _checks(scenario: Scenario, after: dict[str, Any]) -> list[tuple[str, bool]]
     checks = [(f"backend never above {rate:g} starts in any second",
                after["backend"]["max_started_per_second"] <= rate),
               ("zero restarts", not any(after["restarts"].values()))]
+    gone = after.get("gone_clients")
+    if gone:
+        checks.append(("no LLM call for a client who left while queued "
+                       f"({gone['left_while_queued']} left while queued)",
+                       gone["llm_calls_for_clients_gone_while_queued"] == 0))
     for name, g in after["groups"].items():
         legit = next(x.legitimate for x in scenario.groups if x.name == name)
         if legit:
@@ -89,6 +94,13 @@ def render(scenario: Scenario, summary: dict[str, Any], charts: list[str]) -> st
         restarts = ", ".join(f"{k} {v}" for k, v in ph["restarts"].items() if v) or "none"
         lines.append(f"| {phase} | {b['max_started_per_second']} | {b['mean_started_per_second']}"
                      f" | {b['max_queued']} | {_fmt(ph['max_backlog'])} | {wait} | {restarts} |")
+    gone = summary["phases"].get("after", {}).get("gone_clients")
+    if gone:
+        lines += ["", "## Callers who left before their answer (after)", "",
+                  f"- left while queued: {gone['left_while_queued']} (cancelled; LLM calls "
+                  f"spent on them: {gone['llm_calls_for_clients_gone_while_queued']})",
+                  f"- left while their generation ran: {gone['left_while_running']} "
+                  f"(backend calls aborted: {gone['backend_calls_aborted']})"]
     lines += ["", "## Processes", "", *_process_rows(summary, phases), "", "## Charts", ""]
     lines += [f"![{c[:-4]}]({c})" for c in charts]
     return "\n".join(lines) + "\n"

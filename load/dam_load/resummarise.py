@@ -2,8 +2,8 @@
 
     .venv/bin/python -m dam_load.resummarise out/<scenario>-<time> [SCENARIO]
 
-Restarts and queue-wait histograms are not in the raw rows; they are kept from the run's
-existing summary.json.
+Restarts, queue-wait histograms and the gone-clients counts (read from Redis at the end of
+the after phase) are not in the raw rows; they are kept from the run's existing summary.json.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def resummarise(outdir: Path, scenario_name: str | None = None) -> None:
     for phase, ph in old["phases"].items():
         results.append(PhaseResult(
             phase, [r for r in rows if r["phase"] == phase],
-            [s for s in samples if s["phase"] == phase], ph["restarts"], ph["queue_wait"]))
+            [s for s in samples if s["phase"] == phase], ph["restarts"], ph["queue_wait"],
+            ph.get("gone_clients", {})))
     summary = summarise(scenario, results, old.get("machine") or machine())
     (outdir / "summary.json").write_text(json.dumps(summary, indent=2))
     charts = draw_all(results, outdir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dam_cli.redis_server import EmbeddedServer
+from dam_common.connection import make_redis
 from dam_common.keys import Keys
 from dam_ingress.access import hash_key
 from dam_load import hey_group
@@ -82,6 +84,7 @@ class PhaseResult:
     samples: list[dict[str, Any]]
     restarts: dict[str, int]
     queue_wait: dict[str, float] = field(default_factory=dict)
+    gone_clients: dict[str, int] = field(default_factory=dict)
 
 
 class Phase:
@@ -115,17 +118,23 @@ class Phase:
 
     def _limits_file(self) -> Path:
         lines = []
+        for name, table in self.sc.tiers.items():
+            lines += [f"[tiers.{name}]",
+                      *(f"{k} = {str(v).lower() if isinstance(v, bool) else v}"
+                        for k, v in table.items()), ""]
         for g in self.sc.groups:
             if g.identify_by != "key":
                 continue
+            tier = [f'tier = "{g.tier}"'] if g.tier else []
             for i in range(g.identities):
                 lines += ["[[keys]]", f'name = "{g.name}-{i}"',
                           f'key_sha256 = "{hash_key(identity_key(g.name, i))}"',
-                          f"rate = {g.key_rate}", f"burst = {g.key_burst}", ""]
+                          f"rate = {g.key_rate}", f"burst = {g.key_burst}", *tier, ""]
         anon = [g for g in self.sc.groups if g.identify_by == "forwarded_for"]
         if anon:
+            tier = [f'tier = "{anon[0].tier}"'] if anon[0].tier else []
             lines = ["[anonymous]", "allowed = true", f"rate = {anon[0].key_rate}",
-                     f"burst = {anon[0].key_burst}", "", *lines]
+                     f"burst = {anon[0].key_burst}", *tier, "", *lines]
         path = self.dir / "limits.toml"
         path.write_text("\n".join(lines))
         return path
@@ -204,6 +213,7 @@ class Phase:
             sampler.start()
             self._supervise(gens, sampler, t0)
             queue_wait = self._queue_wait()
+            gone = asyncio.run(gone_clients(self.redis.url)) if self.redis else {}
             sampler.stop()
         finally:
             for svc in reversed(self.services):
@@ -215,7 +225,7 @@ class Phase:
         samples = [json.loads(line)
                    for line in (self.dir / "samples.jsonl").read_text().splitlines()]
         return PhaseResult(self.phase, rows, samples,
-                           {s.name: s.restarts for s in self.services}, queue_wait)
+                           {s.name: s.restarts for s in self.services}, queue_wait, gone)
 
     def _supervise(self, gens: list[tuple[subprocess.Popen[bytes], Path]], sampler: Sampler,
                    t0: float) -> None:
@@ -244,6 +254,31 @@ class Phase:
                 except OSError:
                     continue
         return histogram_summary(text, "dam_worker_queue_wait_seconds")
+
+
+async def gone_clients(redis_url: str) -> dict[str, int]:
+    """Callers who left before their answer, and the LLM calls spent on them.
+
+    From the dam's counters: requests cancelled while queued, and running requests whose
+    caller left (their backend call aborted). Then every `cancelled` record is checked: one
+    that left while queued must never have been dispatched; those that were are counted as
+    LLM calls spent on a client already gone (the target is 0).
+    """
+    keys = Keys(prefix=KEY_PREFIX)
+    redis = make_redis(redis_url, max_connections=2)
+    try:
+        counters = await redis.hgetall(keys.counters)
+        wasted = 0
+        async for key in redis.scan_iter(match=f"{keys.base}req:*", count=1000):
+            record = await redis.hmget(key, "status", "dispatched_ms", "error")
+            if record[0] == "cancelled" and record[1] and "while queued" in (record[2] or ""):
+                wasted += 1
+    finally:
+        await redis.aclose()
+    return {"left_while_queued": int(counters.get("cancelled", 0)),
+            "left_while_running": int(counters.get("gone_while_running", 0)),
+            "backend_calls_aborted": int(counters.get("aborted", 0)),
+            "llm_calls_for_clients_gone_while_queued": wasted}
 
 
 def histogram_summary(text: str, metric: str) -> dict[str, float]:

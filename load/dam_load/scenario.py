@@ -21,6 +21,7 @@ class Group(BaseModel):
     key_rate: float = Field(5, gt=0, description="each identity's bucket rate in the dam")
     key_burst: int = Field(10, ge=1)
     legitimate: bool = False
+    tier: str | None = Field(None, description="the dam tier of its identities (see tiers)")
     stream: bool = False
     start_s: float = Field(0, ge=0, description="the group starts this long into the phase")
     connections: int = Field(128, ge=1, description="keep-alive connections per generator "
@@ -52,6 +53,8 @@ class Scenario(BaseModel):
     client_timeout_s: float = Field(30, gt=0, description="a client gives up on an answer after")
     backend: Backend = Backend()
     dam: dict[str, str] = Field(default_factory=dict, description="DAM_* settings (after)")
+    tiers: dict[str, dict[str, int | float | bool]] = Field(
+        default_factory=dict, description="[tiers.<name>] tables of the dam's limits file")
     groups: list[Group] = Field(min_length=1)
 
 

@@ -96,4 +96,6 @@ def summarise(scenario: Scenario, results: list[PhaseResult], machine: str) -> d
             "processes": _process_summary(res.samples),
             "restarts": res.restarts,
         }
+        if res.gone_clients:
+            doc["phases"][res.phase]["gone_clients"] = res.gone_clients
     return doc

@@ -75,6 +75,17 @@ def test_report_quotes_the_summary(run_dir: Path) -> None:
                 f"{backend['mean_started_per_second']} | {backend['max_queued']} |") in report
 
 
+def test_gone_clients_are_read_from_the_dams_counters(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    gone = summary["phases"]["after"]["gone_clients"]
+    assert set(gone) == {"left_while_queued", "left_while_running", "backend_calls_aborted",
+                         "llm_calls_for_clients_gone_while_queued"}
+    assert gone["llm_calls_for_clients_gone_while_queued"] == 0
+    assert "gone_clients" not in summary["phases"]["before"]  # the naive gateway has no queue
+    report = (run_dir / "report.md").read_text()
+    assert f"- left while queued: {gone['left_while_queued']} (cancelled;" in report
+
+
 def test_unknown_scenario_is_a_clear_error() -> None:
     with pytest.raises(ScenarioError, match="no scenario 'nope'"):
         load_scenario("nope")

@@ -93,14 +93,40 @@ local ring, tenants, deficits = KEYS[10], KEYS[11], KEYS[12]
 local turn = redis.call('GET', KEYS[13])
 local moved, expired, blocked = 0, 0, false
 
--- Head of the tenant's highest non-empty priority queue, without removing it.
-local function head(tenant)
-  for p = levels - 1, 0, -1 do
-    local q = prefix .. 'queue:' .. tenant .. ':' .. p
-    local top = redis.call('ZRANGE', q, 0, 0)
-    if top[1] then return q, top[1] end
+-- Pop the oldest request of the tenant's highest non-empty priority. Levels found empty stay
+-- empty for the rest of this call (nothing is admitted while a script runs), so they are
+-- skipped afterwards: `top[tenant]` is the highest level that may still hold something.
+local top = {}
+local tenant, deficit = nil, 0  -- the head of the ring while it is being served
+local function pop(t)
+  for p = top[t] or (levels - 1), 0, -1 do
+    local q = prefix .. 'queue:' .. t .. ':' .. p
+    local got = redis.call('ZPOPMIN', q)
+    if got[1] then
+      top[t] = p
+      return q, got[1], got[2]
+    end
   end
-  return nil, nil
+  top[t] = -1
+  return nil, nil, nil
+end
+
+local function has_more(t)
+  for p = top[t] or (levels - 1), 0, -1 do
+    if redis.call('ZCARD', prefix .. 'queue:' .. t .. ':' .. p) > 0 then
+      top[t] = p
+      return true
+    end
+  end
+  top[t] = -1
+  return false
+end
+
+local function drop_head()  -- nothing queued any more: leave the ring, forget the deficit
+  redis.call('LPOP', ring)
+  redis.call('HDEL', tenants, tenant)
+  redis.call('HDEL', deficits, tenant)
+  tenant, turn = nil, false
 end
 
 local function expire(rid, fields)
@@ -128,58 +154,67 @@ local function move(rid, flat, fields, cost)
   redis.call('PEXPIRE', rec, ttl)
 end
 
--- Deficit round robin over the ring; `steps` bounds the work of one call.
+-- Deficit round robin over the ring. The head tenant's deficit lives in `deficit` while it
+-- is served and is written back when its turn ends or the call does.
 local steps = 0
+local function leave_head(keep)
+  if keep then redis.call('HSET', deficits, tenant, tostring(deficit)) end
+  tenant = nil
+end
 while moved + expired < want and steps < want * 4 + 64 do
   steps = steps + 1
-  local tenant = redis.call('LINDEX', ring, 0)
-  if not tenant then break end
-  local deficit = tonumber(redis.call('HGET', deficits, tenant) or '0')
-  if turn ~= tenant then
-    deficit = deficit + tonumber(redis.call('HGET', tenants, tenant) or '1')
-    turn = tenant
+  if not tenant then
+    tenant = redis.call('LINDEX', ring, 0)
+    if not tenant then break end
+    deficit = tonumber(redis.call('HGET', deficits, tenant) or '0')
+    if turn ~= tenant then
+      deficit = deficit + tonumber(redis.call('HGET', tenants, tenant) or '1')
+      turn = tenant
+    end
   end
-  local q, iid = head(tenant)
-  if not q then  -- nothing queued any more: leave the ring, forget the deficit
-    redis.call('LPOP', ring)
-    redis.call('HDEL', tenants, tenant)
-    redis.call('HDEL', deficits, tenant)
-    turn = false
-  elseif deficit < 1 then  -- turn used up: to the back of the ring, keeping the fraction
-    redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-    redis.call('HSET', deficits, tenant, tostring(deficit))
-    turn = false
+  if deficit < 1 then  -- turn used up: to the back of the ring, keeping the fraction
+    if has_more(tenant) then
+      redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+      leave_head(true)
+      turn = false
+    else
+      drop_head()
+    end
   else
-    local found = redis.call('XRANGE', KEYS[1], iid, iid)
-    local flat = found[1] and found[1][2]
-    local fields = {}
-    if flat then for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end end
-    local rid = fields['rid'] or iid
-    local cost = tonumber(fields['cost'] or '0') or 0
-    -- A request that does not fit the token room waits for room (one larger than the whole
-    -- capacity runs once nothing else is in flight).
-    if flat and tonumber(fields['deadline_ms'] or '0') >= now and token_room >= 0
-        and cost > token_room and token_room < token_total then
-      blocked = true
-      redis.call('HSET', deficits, tenant, tostring(deficit))
-      break
-    end
-    redis.call('ZREM', q, iid)
-    if flat then
-      if tonumber(fields['deadline_ms'] or '0') < now then
-        expire(rid, fields)
-        expired = expired + 1
-      else
-        move(rid, flat, fields, cost)
-        if token_room >= 0 then token_room = token_room - cost end
-        moved = moved + 1
-        deficit = deficit - 1
+    local q, iid, score = pop(tenant)
+    if not q then
+      drop_head()
+    else
+      local found = redis.call('XRANGE', KEYS[1], iid, iid)
+      local flat = found[1] and found[1][2]
+      local fields = {}
+      if flat then for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end end
+      local rid = fields['rid'] or iid
+      local cost = tonumber(fields['cost'] or '0') or 0
+      -- A request that does not fit the token room waits for room (one larger than the whole
+      -- capacity runs once nothing else is in flight).
+      if flat and tonumber(fields['deadline_ms'] or '0') >= now and token_room >= 0
+          and cost > token_room and token_room < token_total then
+        redis.call('ZADD', q, score, iid)
+        blocked = true
+        break
       end
-      redis.call('XDEL', KEYS[1], iid)
+      if flat then  -- (no entry: cancelled meanwhile; its index is simply dropped)
+        if tonumber(fields['deadline_ms'] or '0') < now then
+          expire(rid, fields)
+          expired = expired + 1
+        else
+          move(rid, flat, fields, cost)
+          if token_room >= 0 then token_room = token_room - cost end
+          moved = moved + 1
+          deficit = deficit - 1
+        end
+        redis.call('XDEL', KEYS[1], iid)
+      end
     end
-    redis.call('HSET', deficits, tenant, tostring(deficit))
   end
 end
+if tenant then leave_head(true) end
 if turn then redis.call('SET', KEYS[13], turn) else redis.call('DEL', KEYS[13]) end
 if moved + expired == 0 then
   if blocked then return {1, 0, 0, credits, 0} end
