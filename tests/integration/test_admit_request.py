@@ -133,10 +133,13 @@ async def test_open_circuit_refuses_admission_and_enqueues_nothing(
     assert await redis.xlen(settings.keys.intake) == 0
 
 
-async def test_admitted_request_learns_its_eta_from_the_drain_rate(
+async def test_queued_request_learns_its_eta_from_the_drain_rate(
         scripts: LuaScripts, redis: Redis, settings: CommonSettings) -> None:
     await redis.hset(settings.keys.drain_window, mapping={"w": T0 // 1000 - 1, "c": 20, "p": 0})
-    for i in range(10):
+    for i in range(9):
         await scripts.admit(f"c{i}", params(), FIELDS, T0)
     res = await scripts.admit("late", params(), FIELDS, T0)
-    assert (res.backlog, res.drain_per_s, res.eta_s) == (10, 20, 0.5)
+    assert res.backlog == 9
+    pos = await scripts.position(res.rid, T0)
+    assert pos is not None
+    assert (pos.position, pos.drain_per_s, pos.eta_s) == (9, 20, 0.5)  # 10th at 20/s

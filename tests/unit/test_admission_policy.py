@@ -14,7 +14,7 @@ from dam_ingress.access import (
     hash_key,
     parse_trusted,
 )
-from dam_ingress.admission import DenyCache
+from dam_ingress.admission import DenyCache, tenant_scope
 from dam_ingress.responses import retry_after_s
 from dam_ingress.validation import InvalidRequest, parse_chat_request
 
@@ -114,3 +114,14 @@ def test_keys_and_anonymous_clients_side_by_side_when_allowed() -> None:
     assert policy.resolve(None, "192.0.2.1", None).identity == "ip:192.0.2.1"
     with pytest.raises(Unauthorized):
         policy.resolve("Bearer sk-wrong", "192.0.2.1", None)
+
+
+def test_deny_cache_holds_a_full_tenant_backlog_as_a_503_for_that_tenant_only() -> None:
+    cache = DenyCache(hold_ms=100)
+    full = AdmitResult(AdmitCode.TENANT_BACKLOG_FULL, backlog=300, drain_per_s=80)
+    cache.remember(tenant_scope("anon"), full, now=0.0)
+    held = cache.check(tenant_scope("anon"), 0.05)
+    assert held is not None
+    assert (held.code, held.backlog, held.drain_per_s) == (AdmitCode.TENANT_BACKLOG_FULL, 300, 80)
+    assert cache.check(tenant_scope("key:alice"), 0.05) is None
+    assert cache.check(tenant_scope("anon"), 0.11) is None

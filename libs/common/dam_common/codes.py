@@ -73,11 +73,6 @@ class AdmitResult:
     tokens_left: int = 0
     tokens_reset_ms: int = 0
 
-    @property
-    def eta_s(self) -> float | None:
-        """Seconds until dispatch at the rate the backlog drained over the last second."""
-        return round(self.backlog / self.drain_per_s, 1) if self.drain_per_s else None
-
 
 @dataclass(frozen=True, slots=True)
 class QueuePosition:

@@ -74,6 +74,7 @@ class AdmitParams:
     weight: float = 1.0
     tenant_backlog_cap: int = 0  # 0: the global cap alone
     priority: int = 0
+    max_priority: int = 0  # the tier's highest: the tenant's backlog is counted up to it
     tokens_per_minute: int = 0  # 0: no token budget
     token_cost: int = 0  # tokens reserved: estimated prompt + max_tokens
     enforce_tokens: bool = True
@@ -142,7 +143,8 @@ class LuaScripts:
             _now(now_ms), params.rate, params.burst, params.intake_rate, params.intake_burst,
             params.backlog_cap, params.stream_maxlen, params.deadline_ms, idem_ttl,
             "1" if params.enforce else "0", tenant, params.weight, params.tenant_backlog_cap,
-            params.priority, f"{k.base}queue:{tenant}:", PRIORITY_LEVELS,
+            params.priority, f"{k.base}queue:{tenant}:",
+            max(params.priority, params.max_priority) + 1,
             params.tokens_per_minute, params.token_cost, "1" if params.enforce_tokens else "0",
         ]
         for name, value in fields.items():
@@ -157,7 +159,7 @@ class LuaScripts:
 
     # -- dispatch --------------------------------------------------------------------------
     async def dispatch(self, max_batch: int, rate: float, burst: int,
-                       now_ms: int | None = None) -> DispatchResult:
+                       now_ms: int | None = None, jitter_ms: int = 0) -> DispatchResult:
         """Move up to `credits` entries from intake to work (or expire them)."""
         k, s = self._k, self._s
         keys = (k.intake, k.work, k.worker_leases, k.worker_capacity, k.dispatch_bucket,
@@ -165,7 +167,7 @@ class LuaScripts:
                 k.sched_tenants, k.sched_deficit, k.sched_turn, k.worker_token_capacity,
                 k.inflight_cost)
         args = (_now(now_ms), max_batch, rate, burst, k.base,
-                s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms, PRIORITY_LEVELS)
+                s.result_ttl_ms, s.reply_maxlen, s.reply_ttl_ms, PRIORITY_LEVELS, jitter_ms)
         return parse_dispatch(await self.call("dispatch_entries", keys, args))
 
     # -- completion and failure -------------------------------------------------------------

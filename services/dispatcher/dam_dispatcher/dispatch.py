@@ -52,7 +52,8 @@ class Dispatcher:
             try:
                 await self._prepare()
                 result = await self._scripts.dispatch(
-                    self._s.dispatch_batch, self._s.dispatch_rate, self._s.dispatch_burst)
+                    self._s.dispatch_batch, self._s.dispatch_rate, self._s.dispatch_burst,
+                    jitter_ms=self._s.dispatch_jitter_ms)
                 self._readiness.mark_ok()
                 backoff = 0.1
                 await self._after(result)

@@ -12,6 +12,11 @@ class DispatcherSettings(CommonSettings):
 
     dispatch_rate: float = Field(100, ge=0, description="Max requests/s handed to the backend "
                                  "(0: only worker credits limit it).")
+    dispatch_jitter_ms: int = Field(50, ge=0, le=1000, description="The rate cap holds over "
+                                    "any window of 1000 ms plus this, so that the spread "
+                                    "between a dispatch and the backend call it causes cannot "
+                                    "put more than DAM_DISPATCH_RATE calls into one second at "
+                                    "the backend (costs rate x jitter/1000 of throughput).")
     dispatch_burst: int = Field(10, ge=1, description="Dispatches the pacing bucket lets "
                                 "through at once, so a late wake-up is caught up; no sliding "
                                 "second ever holds more than the rate, whatever the burst.")

@@ -16,19 +16,32 @@ from dam_common.scripts import AdmitParams, LuaScripts
 
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """A cached 429: until when it holds (monotonic s) and the bucket's reset time."""
+    """A cached rejection: until when it holds (monotonic s), the bucket's reset time, and
+    what the answer needs (its code, and the backlog and drain rate of a full one)."""
 
     until: float
     reset_at: float
+    code: AdmitCode = AdmitCode.RATE_LIMITED
+    backlog: int = 0
+    drain_per_s: int = 0
+
+
+GLOBAL_SCOPE = "*"
+
+
+def tenant_scope(tenant: str) -> str:
+    """Deny-cache key of a tenant whose own backlog is full (identities never start so)."""
+    return f"tenant {tenant}"
 
 
 class DenyCache:
-    """Answers a client known to be over its limit without a Redis round trip.
+    """Answers a request known to be refused without a Redis round trip: a client over its
+    rate (429), a tenant whose backlog is full, or a full global backlog (503).
 
     Holding a denial only for the bucket's own retry time (about 10 ms at 100/s) barely saves
     any call; holding it for at least `hold_ms` (default 100 ms) cuts Redis calls several-fold
     under a flood, at the price of denying a client at most `hold_ms` longer than its bucket
-    alone would. 0 turns the cache off.
+    (or a full backlog) alone would. 0 turns the cache off.
     """
 
     def __init__(self, hold_ms: float, max_entries: int = 100_000) -> None:
@@ -46,16 +59,18 @@ class DenyCache:
             return None
         left_ms = int((denial.until - now) * 1000) + 1
         reset_ms = max(left_ms, int((denial.reset_at - now) * 1000))
-        return AdmitResult(AdmitCode.RATE_LIMITED, retry_ms=left_ms, reset_ms=reset_ms)
+        return AdmitResult(denial.code, retry_ms=left_ms, reset_ms=reset_ms,
+                           backlog=denial.backlog, drain_per_s=denial.drain_per_s)
 
     def remember(self, identity: str, result: AdmitResult, now: float) -> None:
-        """Hold a fresh 429 for max(its retry time, hold_ms)."""
+        """Hold a fresh rejection for max(its retry time, hold_ms)."""
         if self._hold <= 0:
             return
         if len(self._denials) >= self._max:
             self._evict(now)
         hold = max(result.retry_ms / 1000, self._hold)
-        self._denials[identity] = Denial(now + hold, now + result.reset_ms / 1000)
+        self._denials[identity] = Denial(now + hold, now + result.reset_ms / 1000, result.code,
+                                         result.backlog, result.drain_per_s)
 
     def _evict(self, now: float) -> None:
         expired = [k for k, d in self._denials.items() if d.until <= now]

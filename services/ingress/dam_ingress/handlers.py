@@ -19,7 +19,13 @@ from dam_common.probes import Readiness
 from dam_common.records import REQUEST_ID, read_request
 from dam_common.scripts import AdmitParams, LuaScripts
 from dam_ingress.access import AccessPolicy, Client, Unauthorized
-from dam_ingress.admission import AdmissionBatcher, DenyCache, monotonic
+from dam_ingress.admission import (
+    GLOBAL_SCOPE,
+    AdmissionBatcher,
+    DenyCache,
+    monotonic,
+    tenant_scope,
+)
 from dam_ingress.metrics import (
     ABORT_REQUESTS,
     ADMISSION_SECONDS,
@@ -67,8 +73,8 @@ class IngressCore:
         return AdmitParams(client.rate, client.burst, s.intake_rate, s.intake_burst,
                            s.backlog_cap, s.intake_maxlen, int(s.queue_deadline_s * 1000),
                            int(s.idempotency_ttl_s * 1000), client.enforce, client.tenant,
-                           tier.weight, tier.backlog, priority, tier.tokens_per_minute,
-                           token_cost, tier.enforce_tokens)
+                           tier.weight, tier.backlog, priority, tier.max_priority,
+                           tier.tokens_per_minute, token_cost, tier.enforce_tokens)
 
 
 CORE = web.AppKey("core", IngressCore)
@@ -88,10 +94,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         count("unauthorized", None)
         return error_response(401, "Invalid or missing API key.", "invalid_request_error",
                               "invalid_api_key")
-    cached = core.deny_cache.check(client.identity, monotonic())
+    cached = _cached_denial(core, client)
     if cached is not None:
         DENY_CACHE_HITS.inc()
-        count("rejected_rate_limit", client.identity)
+        rate_limited = cached.code is AdmitCode.RATE_LIMITED
+        count("rejected_rate_limit" if rate_limited else "rejected_backlog", client.identity)
         return rejection(cached, client.burst)
     try:
         ask = await _read_ask(request, core, client)
@@ -200,6 +207,14 @@ async def _accepted_now(core: IngressCore, waiting: Waiting) -> web.Response:
     return _accepted(waiting.rid, pos.position, "queued", pos.eta_s)
 
 
+def _cached_denial(core: IngressCore, client: Client) -> AdmitResult | None:
+    """A rejection known locally: the client's rate, its tenant's or the global backlog."""
+    now = monotonic()
+    cache = core.deny_cache
+    return (cache.check(client.identity, now) or cache.check(tenant_scope(client.tenant), now)
+            or cache.check(GLOBAL_SCOPE, now))
+
+
 def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:
     if log.isEnabledFor(logging.DEBUG):  # a flood would otherwise log 5,000 lines a second
         log.debug("rejected", extra={"client": client.identity, "outcome": result.code.name})
@@ -211,6 +226,11 @@ def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Res
     elif result.code is AdmitCode.CIRCUIT_OPEN:
         count("unavailable", client.identity)
     else:
+        scope = GLOBAL_SCOPE
+        if result.code is AdmitCode.TENANT_BACKLOG_FULL:
+            scope = tenant_scope(client.tenant)
+        if result.code is not AdmitCode.INTAKE_RATE:
+            core.deny_cache.remember(scope, result, monotonic())
         count("rejected_backlog", client.identity)
     return rejection(result, client.burst, client.tier.tokens_per_minute)
 

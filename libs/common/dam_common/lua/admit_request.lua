@@ -11,7 +11,8 @@ KEYS[1]  client bucket (hash: tokens, ts)
 KEYS[2]  global intake bucket (hash: tokens, ts)
 KEYS[3]  intake stream
 KEYS[4]  drain window (hash, written by dispatch_entries: w, c, p)
-KEYS[5]  counters (hash of totals, for `dam status`)
+KEYS[5]  counters (hash of totals, for `dam status`; admissions are counted by the stream's
+         own entries-added, so only rejections are counted here)
 KEYS[6]  idempotency key of this client + Idempotency-Key (string: request id), used if ARGV[9] > 0
 KEYS[7]  backend circuit (string, exists while open; set by workers after repeated failures)
 KEYS[8]  tenant queue at this request's priority (zset: request id -> arrival score)
@@ -32,14 +33,15 @@ ARGV[11] tenant             ARGV[12] tenant weight (> 0)
 ARGV[13] tenant backlog cap (0: only the global cap)
 ARGV[14] priority (0 .. levels-1, higher first)
 ARGV[15] key prefix of this tenant's queues (<base>queue:<tenant>:)
-ARGV[16] priority levels
+ARGV[16] priority levels this tenant's requests may use (its tier's highest + 1): the
+         levels its backlog is counted over
 ARGV[17] tenant tokens per minute (0: no token budget)
 ARGV[18] tokens this request reserves (estimated prompt + max_tokens)
 ARGV[19] '1' to enforce the token budget, '0' for shadow mode
 ARGV[20..] field, value pairs of the entry
 
 Reply:
-  {0, id, backlog_before, remaining, reset_ms, shadowed, drain_per_s, tokens_left,
+  {0, id, backlog_before, remaining, reset_ms, shadowed, 0, tokens_left,
    tokens_reset_ms}     admitted (shadowed = 1: over a limit, let through in shadow mode)
   {1, retry_ms, remaining, reset_ms}             client over its rate
   {2, retry_ms}                                  global intake rate exceeded
@@ -163,7 +165,6 @@ redis.call('ZADD', KEYS[8], tonumber(ms) * 1024 + math.min(tonumber(seq), 1023),
 if redis.call('HSETNX', KEYS[9], tenant, ARGV[12]) == 1 then
   redis.call('RPUSH', KEYS[10], tenant)
 end
-redis.call('HINCRBY', KEYS[5], 'accepted', 1)
 if idem_ttl > 0 then redis.call('SET', KEYS[6], id, 'PX', idem_ttl) end
 local left = math.max(0, tokens - 1)
 local tleft, treset = 0, 0
@@ -172,4 +173,4 @@ if tpm > 0 then
   treset = math.ceil((tpm - tleft) * 1000 / trate)
 end
 return {0, id, backlog, math.floor(left), math.ceil((burst - left) * 1000 / rate), shadowed,
-  drain_per_s(), math.floor(tleft), treset}
+  0, math.floor(tleft), treset}

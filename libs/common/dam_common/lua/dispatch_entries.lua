@@ -28,9 +28,10 @@ ARGV[1]  now in ms, or '' for the server clock
 ARGV[2]  max entries per call  ARGV[3]  dispatch rate /s (0 = unlimited)
 ARGV[4]  dispatch burst        ARGV[5]  key prefix of request records and reply streams
 ARGV[6]  record TTL ms         ARGV[7]  reply stream MAXLEN ~   ARGV[8] reply stream TTL ms
-ARGV[9] priority levels
+ARGV[9]  priority levels       ARGV[10] jitter margin ms of the rate window
 The dispatch rate is held two ways: a token bucket (rate, burst) paces dispatches and lets
-the loop catch up after a late wake-up; the log caps dispatches in any sliding 1000 ms at the
+the loop catch up after a late wake-up; the log caps dispatches in any sliding window of
+1000 ms + ARGV[10] (the jitter between a dispatch and the backend call it causes) at the
 rate, so no second ever sees more than the rate, whatever the burst.
 Per-request keys (<prefix>req:<rid>, <prefix>reply:<ingress>) share the pipeline's hash tag,
 as BullMQ's job keys do, so the script stays single-slot on Redis Cluster.
@@ -77,12 +78,13 @@ if rate > 0 then
 end
 
 local window_room = credits
+local window_ms = 1000 + tonumber(ARGV[10])
 if rate > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - window_ms)
   window_room = math.floor(rate) - redis.call('ZCARD', KEYS[9])
   if window_room < 1 then
     local oldest = redis.call('ZRANGE', KEYS[9], 0, 0, 'WITHSCORES')
-    return {2, 0, 0, credits, math.max(1, tonumber(oldest[2]) + 1000 - now + 1)}
+    return {2, 0, 0, credits, math.max(1, tonumber(oldest[2]) + window_ms - now + 1)}
   end
 end
 
@@ -223,7 +225,7 @@ if moved + expired == 0 then
 end
 
 if rate > 0 then
-  redis.call('PEXPIRE', KEYS[9], 2000)
+  redis.call('PEXPIRE', KEYS[9], window_ms + 1000)
   redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - moved), 'ts', now)
   redis.call('PEXPIRE', KEYS[5], math.ceil(burst * 1000 / rate) + 1000)
 end
