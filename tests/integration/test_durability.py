@@ -83,3 +83,11 @@ async def test_redis_memory_stays_flat_over_many_cycles(redis: Redis, redis_url:
     assert after <= warm * 1.10 + 256 * 1024, (warm, after)
     assert await redis.xlen(settings.keys.intake) == 0
     assert await redis.xlen(settings.keys.work) == 0
+
+
+async def test_commands_packed_by_hiredis_round_trip_every_argument_type(redis: Redis) -> None:
+    """make_redis packs with hiredis: text, bytes, ints, floats and views arrive intact."""
+    await redis.rpush("pack-check", "ü", b"\x00ok", 7, 2.5, memoryview(b"mv"),
+                      bytearray(b"ba"))
+    assert await redis.lrange("pack-check", 0, -1) == ["ü", "\x00ok", "7", "2.5", "mv", "ba"]
+    await redis.delete("pack-check")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dam_common.keys import WORK_GROUP, Keys
@@ -40,7 +43,36 @@ def make_redis(url: str, *, max_connections: int = 64, socket_timeout: float | N
         health_check_interval=15,
         client_name=name,
     )
+    pool.connection_class = hiredis_packing(pool.connection_class)
     return Redis.from_pool(pool)
+
+
+def hiredis_packing(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`cls` packing commands with hiredis's C packer.
+
+    redis-py's synchronous client packs with hiredis when it is installed; its asyncio client
+    packs in Python, and with the admission script's two dozen arguments that packing was the
+    largest cost of the ingress's admission path (about 60% of its CPU in a profile).
+    """
+    class HiredisPacked(cls):  # type: ignore[valid-type,misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            first = args[0]
+            if isinstance(first, str):  # e.g. "CLIENT SETNAME": the server wants two words
+                args = (*first.encode().split(), *args[1:])
+            elif b" " in first:
+                args = (*first.split(), *args[1:])
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:  # hiredis takes no bytearray / memoryview: convert, or refuse
+                args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a
+                             for a in args)
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError as exc:
+                raise DataError(str(exc)) from exc
+
+    HiredisPacked.__name__ = HiredisPacked.__qualname__ = f"HiredisPacked{cls.__name__}"
+    return HiredisPacked
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -80,11 +81,30 @@ class AdmitParams:
     enforce_tokens: bool = True
 
 
-ScriptCall = tuple[str, Sequence[str], Sequence[str | int | float]]
+ScriptCall = tuple[str, Sequence[str | bytes], Sequence[str | int | float | bytes]]
 
 
 def _now(now_ms: int | None) -> str | int:
     return "" if now_ms is None else now_ms
+
+
+@lru_cache(maxsize=65536)
+def _encoded(key: str) -> bytes:
+    """A key as the bytes redis-py would send (the hot ones are few and repeat)."""
+    return key.encode()
+
+
+def _packed_limits(base: str, p: AdmitParams) -> bytes:
+    """ARGV[2] of admit_request.lua: the limits of a client, \\x1f-separated."""
+    return _pack((p.rate, p.burst, p.intake_rate, p.intake_burst, p.backlog_cap,
+                  p.stream_maxlen, p.deadline_ms, "1" if p.enforce else "0", p.tenant, p.weight,
+                  p.tenant_backlog_cap, f"{base}queue:{p.tenant}:", p.max_priority,
+                  p.tokens_per_minute, "1" if p.enforce_tokens else "0"))
+
+
+@lru_cache(maxsize=4096)
+def _pack(values: tuple[str | int | float, ...]) -> bytes:
+    return "\x1f".join(str(v) for v in values).encode()
 
 
 class LuaScripts:
@@ -93,7 +113,12 @@ class LuaScripts:
     def __init__(self, redis: Redis, settings: CommonSettings) -> None:
         self._redis = redis
         self._s = settings
-        self._k = settings.keys
+        self._k = k = settings.keys
+        self._admit_keys_a = tuple(x.encode() for x in (k.intake_bucket, k.intake,
+                                                        k.drain_window, k.counters))
+        self._admit_keys_b = (k.sched_tenants.encode(), k.sched_ring.encode())
+        self._circuit = k.circuit.encode()
+        self._no_idempotency = k.idempotency("-", "-").encode()
 
     @property
     def keys(self) -> Keys:
@@ -107,7 +132,7 @@ class LuaScripts:
             if sha != _SHAS[name]:  # pragma: no cover - would mean a broken server
                 raise RuntimeError(f"server hashed {name}.lua differently")
 
-    async def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call(self, name: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         """EVALSHA one script, loading the scripts once if the server has forgotten them."""
         try:
             return await self._redis.evalsha(_SHAS[name], len(keys), *keys, *args)
@@ -131,22 +156,25 @@ class LuaScripts:
     # -- admission -------------------------------------------------------------------------
     def admit_call(self, identity: str, params: AdmitParams, fields: Mapping[str, str],
                    now_ms: int | None = None, idempotency_digest: str = "") -> ScriptCall:
-        """The admission call for one request, to be sent alone or in a batch."""
+        """The admission call for one request, to be sent alone or in a batch.
+
+        This runs for every admitted request, and redis-py spends more time encoding
+        arguments than anything else here: the client's limits go as one packed argument
+        (encoded once per distinct set of limits) and the keys as cached bytes.
+        """
         k = self._k
-        idem_key = k.idempotency(identity, idempotency_digest or "-")
-        idem_ttl = params.idempotency_ttl_ms if idempotency_digest else 0
         tenant = params.tenant
-        keys = (k.client_bucket(identity), k.intake_bucket, k.intake, k.drain_window, k.counters,
-                idem_key, k.circuit, k.tenant_queue(tenant, params.priority), k.sched_tenants,
-                k.sched_ring, k.token_bucket(tenant))
-        args: list[str | int | float] = [
-            _now(now_ms), params.rate, params.burst, params.intake_rate, params.intake_burst,
-            params.backlog_cap, params.stream_maxlen, params.deadline_ms, idem_ttl,
-            "1" if params.enforce else "0", tenant, params.weight, params.tenant_backlog_cap,
-            params.priority, f"{k.base}queue:{tenant}:",
-            max(params.priority, params.max_priority) + 1,
-            params.tokens_per_minute, params.token_cost, "1" if params.enforce_tokens else "0",
-        ]
+        if idempotency_digest:
+            idem_key: str | bytes = k.idempotency(identity, idempotency_digest)
+            idem_ttl = params.idempotency_ttl_ms
+        else:
+            idem_key, idem_ttl = self._no_idempotency, 0
+        keys = (_encoded(k.client_bucket(identity)), *self._admit_keys_a, idem_key,
+                self._circuit, _encoded(k.tenant_queue(tenant, params.priority)),
+                *self._admit_keys_b, _encoded(k.token_bucket(tenant)))
+        args: list[str | int | float | bytes] = [
+            _now(now_ms), _packed_limits(k.base, params), params.priority, params.token_cost,
+            idem_ttl]
         for name, value in fields.items():
             args += (name, value)
         return ("admit_request", keys, args)

@@ -177,7 +177,8 @@ def _parse_key(index: int, item: dict[str, Any], default: Client,
                tiers: dict[str, Tier]) -> ApiKey:
     where = f"limits file: keys[{index}]"
     name, digest = item.get("name"), str(item.get("key_sha256", "")).lower()
-    if not isinstance(name, str) or not name or any(c in name for c in " {}:"):
+    if (not isinstance(name, str) or not name or not name.isprintable()
+            or any(c in name for c in " {}:")):
         raise ConfigError(f"{where}: 'name' must be a non-empty string without spaces, braces "
                           "or colons")
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

@@ -47,7 +47,7 @@ def parse_tiers(doc: dict[str, Any], default: Tier) -> dict[str, Tier]:
 
 def _parse_tier(name: str, table: dict[str, Any], default: Tier) -> Tier:
     where = f"limits file: tiers.{name}"
-    if not name or any(c in name for c in " {}:"):
+    if not name or not name.isprintable() or any(c in name for c in " {}:"):
         raise ConfigError(f"{where}: a tier name must have no spaces, braces or colons")
     unknown = set(table) - {"weight", "max_priority", "backlog", "tokens_per_minute",
                             "enforce_tokens"}

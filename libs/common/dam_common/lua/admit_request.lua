@@ -13,32 +13,24 @@ KEYS[3]  intake stream
 KEYS[4]  drain window (hash, written by dispatch_entries: w, c, p)
 KEYS[5]  counters (hash of totals, for `dam status`; admissions are counted by the stream's
          own entries-added, so only rejections are counted here)
-KEYS[6]  idempotency key of this client + Idempotency-Key (string: request id), used if ARGV[9] > 0
+KEYS[6]  idempotency key of this client + Idempotency-Key (string: request id), used if ARGV[5] > 0
 KEYS[7]  backend circuit (string, exists while open; set by workers after repeated failures)
 KEYS[8]  tenant queue at this request's priority (zset: request id -> arrival score)
 KEYS[9]  scheduler tenants (hash: tenant -> weight; exactly the tenants in the ring)
 KEYS[10] scheduler ring (list of tenants)
 KEYS[11] tenant token budget (hash: tokens, ts)
 ARGV[1]  now in ms, or '' to use the server clock
-ARGV[2]  client rate (tokens/s, > 0)
-ARGV[3]  client burst (bucket size, >= 1)
-ARGV[4]  intake rate (tokens/s; 0 disables the global bucket)
-ARGV[5]  intake burst
-ARGV[6]  backlog cap (max entries waiting in the intake stream)
-ARGV[7]  stream MAXLEN ~ safety net (must sit above the backlog cap)
-ARGV[8]  queue deadline in ms from now (the entry expires undispatched after it)
-ARGV[9]  idempotency TTL ms (0: the request carries no Idempotency-Key)
-ARGV[10] '1' to enforce the client bucket, '0' for shadow mode (count, let through)
-ARGV[11] tenant             ARGV[12] tenant weight (> 0)
-ARGV[13] tenant backlog cap (0: only the global cap)
-ARGV[14] priority (0 .. levels-1, higher first)
-ARGV[15] key prefix of this tenant's queues (<base>queue:<tenant>:)
-ARGV[16] priority levels this tenant's requests may use (its tier's highest + 1): the
-         levels its backlog is counted over
-ARGV[17] tenant tokens per minute (0: no token budget)
-ARGV[18] tokens this request reserves (estimated prompt + max_tokens)
-ARGV[19] '1' to enforce the token budget, '0' for shadow mode
-ARGV[20..] field, value pairs of the entry
+ARGV[2]  the client's limits, packed (they change only with the limits file, so the ingress
+         encodes them once per client): fields separated by \31, in this order:
+         rate (tokens/s, > 0), burst (>= 1), intake rate (0: no global bucket), intake burst,
+         backlog cap, stream MAXLEN ~ (above the cap), queue deadline ms, enforce ('1', or
+         '0' for shadow mode), tenant, tenant weight (> 0), tenant backlog cap (0: global
+         only), key prefix of the tenant's queues (<base>queue:<tenant>:), the tier's highest
+         priority, tokens per minute (0: no token budget), enforce tokens ('1' / '0')
+ARGV[3]  priority of this request (0 .. highest, higher first)
+ARGV[4]  tokens this request reserves (estimated prompt + max_tokens)
+ARGV[5]  idempotency TTL ms (0: the request carries no Idempotency-Key)
+ARGV[6..] field, value pairs of the entry
 
 Reply:
   {0, id, backlog_before, remaining, reset_ms, shadowed, 0, tokens_left,
@@ -56,6 +48,15 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local L = {}
+for v in string.gmatch(ARGV[2], '[^\31]+') do L[#L + 1] = v end
+local rate, burst = tonumber(L[1]), tonumber(L[2])
+local grate, gburst = tonumber(L[3]), tonumber(L[4])
+local backlog_cap, maxlen, deadline = tonumber(L[5]), L[6], tonumber(L[7])
+local enforce, tenant, weight = L[8], L[9], L[10]
+local tenant_cap, queue_prefix, max_prio = tonumber(L[11]), L[12], tonumber(L[13])
+local tpm, enforce_tokens = tonumber(L[14]), L[15]
+local prio, cost, idem_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
 -- Requests dispatched per second lately: the last full second of the drain window.
 local function drain_per_s()
@@ -82,7 +83,6 @@ local function store(key, tokens, rate, burst)
   redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
 end
 
-local idem_ttl = tonumber(ARGV[9])
 if idem_ttl > 0 then
   local original = redis.call('GET', KEYS[6])
   if original then return {4, original} end
@@ -94,11 +94,10 @@ if open_ms > 0 then
   return {5, open_ms}
 end
 
-local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens = refill(KEYS[1], rate, burst)
 local shadowed = 0
 if tokens < 1 then
-  if ARGV[10] ~= '0' then
+  if enforce ~= '0' then
     local retry = math.ceil((1 - tokens) * 1000 / rate)
     local reset = math.ceil((burst - tokens) * 1000 / rate)
     redis.call('HINCRBY', KEYS[5], 'rejected_rate', 1)
@@ -108,13 +107,12 @@ if tokens < 1 then
   redis.call('HINCRBY', KEYS[5], 'shadow_rate', 1)
 end
 
-local tpm, cost = tonumber(ARGV[17]), tonumber(ARGV[18])
 local trate = tpm / 60
 local ttokens = 0
 if tpm > 0 then
   ttokens = refill(KEYS[11], trate, tpm)
   if ttokens < cost then
-    if ARGV[19] ~= '0' then
+    if enforce_tokens ~= '0' then
       local need = math.min(cost, tpm) - ttokens
       redis.call('HINCRBY', KEYS[5], 'rejected_tokens', 1)
       return {6, math.ceil(need * 1000 / trate), math.max(0, math.floor(ttokens)),
@@ -125,7 +123,6 @@ if tpm > 0 then
   end
 end
 
-local grate, gburst = tonumber(ARGV[4]), tonumber(ARGV[5])
 local gtokens = 0
 if grate > 0 then
   gtokens = refill(KEYS[2], grate, gburst)
@@ -135,10 +132,11 @@ if grate > 0 then
   end
 end
 
-local tenant_cap = tonumber(ARGV[13])
 if tenant_cap > 0 then
-  local queued = 0
-  for p = 0, tonumber(ARGV[16]) - 1 do queued = queued + redis.call('ZCARD', ARGV[15] .. p) end
+  local queued = 0  -- over the levels its requests may use
+  for p = 0, math.max(prio, max_prio) do
+    queued = queued + redis.call('ZCARD', queue_prefix .. p)
+  end
   if queued >= tenant_cap then
     redis.call('HINCRBY', KEYS[5], 'rejected_tenant_backlog', 1)
     return {7, queued, drain_per_s()}
@@ -146,7 +144,7 @@ if tenant_cap > 0 then
 end
 
 local backlog = redis.call('XLEN', KEYS[3])
-if backlog >= tonumber(ARGV[6]) then
+if backlog >= backlog_cap then
   redis.call('HINCRBY', KEYS[5], 'rejected_backlog', 1)
   return {3, backlog, drain_per_s()}
 end
@@ -155,14 +153,13 @@ if tokens >= 1 then store(KEYS[1], tokens - 1, rate, burst) end
 if grate > 0 then store(KEYS[2], gtokens - 1, grate, gburst) end
 if tpm > 0 and ttokens >= cost then store(KEYS[11], ttokens - cost, trate, tpm) end
 local fields = {}
-for i = 20, #ARGV do fields[#fields + 1] = ARGV[i] end
-local tenant = ARGV[11]
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'accepted_ms', now,
-  'deadline_ms', now + tonumber(ARGV[8]), 'tenant', tenant, 'prio', ARGV[14],
-  'weight', ARGV[12], 'cost', ARGV[18], unpack(fields))
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'accepted_ms', now,
+  'deadline_ms', now + deadline, 'tenant', tenant, 'prio', ARGV[3],
+  'weight', weight, 'cost', ARGV[4], unpack(fields))
 local ms, seq = string.match(id, '^(%d+)-(%d+)$')
 redis.call('ZADD', KEYS[8], tonumber(ms) * 1024 + math.min(tonumber(seq), 1023), id)
-if redis.call('HSETNX', KEYS[9], tenant, ARGV[12]) == 1 then
+if redis.call('HSETNX', KEYS[9], tenant, weight) == 1 then
   redis.call('RPUSH', KEYS[10], tenant)
 end
 if idem_ttl > 0 then redis.call('SET', KEYS[6], id, 'PX', idem_ttl) end
