@@ -58,9 +58,13 @@ class FailMode:
 TERMINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AdmitResult:
-    """Admission decision, with what the 429/503 headers need."""
+    """Admission decision, with what the 429/503 headers need.
+
+    Not frozen: one is built for every denied request of a flood, and a frozen dataclass's
+    __init__ (object.__setattr__ per field) costs about four times as much.
+    """
 
     code: AdmitCode
     rid: str = ""

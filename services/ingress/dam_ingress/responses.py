@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import orjson
@@ -16,9 +17,27 @@ def error_response(status: int, message: str, err_type: str, code: str,
                    param: str | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
     """`{"error": {"message", "type", "code", "param"}}` with the given status."""
-    body = {"error": {"message": message, "type": err_type, "code": code, "param": param}}
-    return web.Response(body=orjson.dumps(body), status=status, headers=headers,
-                        content_type="application/json")
+    return _json_response(status, _error_body(message, err_type, code, param), headers)
+
+
+def _error_body(message: str, err_type: str, code: str, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": err_type, "code": code,
+                                   "param": param}})
+
+
+def _json_response(status: int, body: bytes, headers: dict[str, str] | None) -> web.Response:
+    # Content-Type given as a header: aiohttp's content_type argument costs a parse per answer.
+    all_headers = {"Content-Type": "application/json"}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(body=body, status=status, headers=all_headers)
+
+
+@functools.lru_cache(maxsize=MAX_RETRY_AFTER_S + 1)
+def _rate_limited_body(retry: int) -> bytes:
+    """The 429 body for one Retry-After value: a flood is answered with a handful of them."""
+    return _error_body(f"Rate limit reached: retry in {retry}s.", "requests",
+                       "rate_limit_exceeded")
 
 
 def retry_after_s(result: AdmitResult) -> int:
@@ -52,10 +71,9 @@ def rejection(result: AdmitResult, burst: int, tokens_per_minute: int = 0) -> we
     """The 429 or 503 answer for a rejected admission."""
     retry = retry_after_s(result)
     if result.code is AdmitCode.RATE_LIMITED:
-        headers = {"Retry-After": str(retry),
-                   **rate_limit_headers(burst, result.remaining, result.reset_ms)}
-        return error_response(429, f"Rate limit reached: retry in {retry}s.", "requests",
-                              "rate_limit_exceeded", headers=headers)
+        headers = rate_limit_headers(burst, result.remaining, result.reset_ms)
+        headers["Retry-After"] = str(retry)
+        return _json_response(429, _rate_limited_body(retry), headers)
     if result.code is AdmitCode.TOKENS_LIMITED:
         headers = {"Retry-After": str(retry), **token_limit_headers(
             tokens_per_minute, result.tokens_left, result.tokens_reset_ms)}
