@@ -64,8 +64,9 @@ def _process_rows(summary: dict[str, Any], phases: list[str]) -> list[str]:
              "|---|---|---|---|---|---|"]
     for phase in phases:
         for name, p in summary["phases"][phase]["processes"].items():
-            lines.append(f"| {phase} | {name} | {p['mean_cpu_percent']} | {p['rss_at_10s_mb']} MiB "
-                         f"| {p['peak_rss_mb']} MiB | {p['peak_fds']} |")
+            lines.append(f"| {phase} | {name} | {p['mean_cpu_percent']:.1f} | "
+                         f"{p['rss_at_10s_mb']:.1f} MiB | {p['peak_rss_mb']:.1f} MiB | "
+                         f"{p['peak_fds']:.0f} |")
     return lines
 
 

@@ -243,6 +243,28 @@ async def test_backend_down_opens_the_circuit_and_the_ingress_answers_503_at_onc
     assert status == 502 and get_json(f"{mock.url}/stats")["requests_total"] == calls + 1
 
 
+async def test_a_success_between_failures_keeps_the_circuit_closed(stack: DamStack) -> None:
+    mock = stack.mock_llm("--error-rate", "1", "--status", "503")
+    ingress = stack.ingress(**OPEN_LIMITS)
+    stack.dispatcher()
+    stack.worker(mock, DAM_CIRCUIT_FAILURES="2", DAM_CIRCUIT_COOLDOWN_S="30",
+                 DAM_LLM_MAX_ATTEMPTS="1", DAM_MAX_DELIVERIES="1")
+
+    async def set_error_rate(rate: float) -> None:
+        async with aiohttp.ClientSession() as http, \
+                http.post(f"{mock.url}/config", json={"error_rate": rate}) as resp:
+            assert resp.status == 200
+
+    statuses = []
+    for rate in (1.0, 0.0, 1.0, 1.0):  # fail, succeed, fail: still closed; fail: opens
+        await set_error_rate(rate)
+        [(status, _, _)] = await _post_all(ingress, 1)
+        statuses.append(status)
+    [(status, _, body)] = await _post_all(ingress, 1)
+    assert statuses == [502, 200, 502, 502]
+    assert (status, body["error"]["code"]) == (503, "backend_unavailable")
+
+
 async def test_caller_who_leaves_while_queued_costs_no_llm_call(stack: DamStack) -> None:
     mock = stack.mock_llm("--ttft-ms", "10")
     ingress = stack.ingress(**OPEN_LIMITS)

@@ -24,6 +24,10 @@ class TickBatcher:
 
     async def call(self, call: ScriptCall) -> Any:
         """Queue one call for this tick's pipeline; its raw reply (or its error) comes back."""
+        return await self.submit(call)
+
+    def submit(self, call: ScriptCall) -> asyncio.Future[Any]:
+        """Queue one call for this tick's pipeline without waiting: the future of its reply."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((call, fut))
@@ -32,7 +36,7 @@ class TickBatcher:
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        return fut
 
     def _flush(self) -> None:
         self._scheduled = False

@@ -254,12 +254,15 @@ class LuaScripts:
                                                          ttl_ms, token_capacity)))
 
     # -- backend circuit -------------------------------------------------------------------
+    def backend_outcome_call(self, ok: bool, threshold: int, cooldown_ms: int) -> ScriptCall:
+        """The circuit breaker's report of one backend outcome, to be sent alone or in a batch."""
+        k = self._k
+        return ("record_backend_outcome", (k.backend_failures, k.circuit),
+                ("ok" if ok else "fail", threshold, cooldown_ms))
+
     async def record_backend_outcome(self, ok: bool, threshold: int, cooldown_ms: int) -> bool:
         """Close the circuit on a success; count a failure. True if this opened it."""
-        k = self._k
-        raw = await self.call("record_backend_outcome", (k.backend_failures, k.circuit),
-                              ("ok" if ok else "fail", threshold, cooldown_ms))
-        return int(raw) == 1
+        return int(await self.call(*self.backend_outcome_call(ok, threshold, cooldown_ms))) == 1
 
     async def cancel(self, rid: str, tenant: str, priority: int,
                      now_ms: int | None = None) -> CancelOutcome:

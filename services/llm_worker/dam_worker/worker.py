@@ -74,6 +74,9 @@ class Worker:
                                settings.backend_latency_target_s)
         self._lease_changed = asyncio.Event()
         self._aborted: set[str] = set()
+        self._success_in_flight = False
+        self._success_call = self.scripts.backend_outcome_call(
+            True, settings.circuit_failures, int(settings.circuit_cooldown_s * 1000))
         CAPACITY.set(self.limit.current)
 
     # -- slots -----------------------------------------------------------------------------
@@ -232,25 +235,44 @@ class Worker:
             await self.settle_failure(item, FailMode.BURY, str(exc))
         except TransientBackendError as exc:
             LLM_CALLS.labels("transient_error").inc()
-            await self._backend_outcome(ok=False)
+            await self._report_failure()
             await self.settle_failure(item, FailMode.RETRY, str(exc))
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
             await self.settle_failure(item, FailMode.BURY, f"unreadable entry: {exc}")
         else:
             LLM_CALLS.labels("ok").inc()
-            await self._backend_outcome(ok=True)
+            self._report_success()
             LLM_SECONDS.observe(time.perf_counter() - started)
             usage = completion.get("usage") or {}
             TOKENS_OUT.inc(int(usage.get("completion_tokens", 0) or 0))
             await self._settle_completion(item, completion, time.perf_counter() - started)
 
-    async def _backend_outcome(self, ok: bool) -> None:
-        """Feed the circuit breaker; losing one report to a Redis blip is harmless."""
+    def _report_success(self) -> None:
+        """Tell the circuit breaker the backend answered, without a round trip of its own.
+
+        The report rides the tick's settle pipeline (every completion used to cost a round
+        trip of its own here), and while one is on its way the next successes are not sent:
+        all a success does is zero the failure count. At worst a failure another worker
+        counts in that millisecond stays counted, and losing a report to a Redis blip is
+        harmless.
+        """
+        if not self._s.circuit_failures or self._success_in_flight:
+            return
+        self._success_in_flight = True
+        self._settle_batcher.submit(self._success_call).add_done_callback(self._success_sent)
+
+    def _success_sent(self, fut: asyncio.Future[Any]) -> None:
+        self._success_in_flight = False
+        if not fut.cancelled():
+            fut.exception()  # retrieved, so that a Redis blip is not logged as unhandled
+
+    async def _report_failure(self) -> None:
+        """Count a transient backend failure towards opening the circuit."""
         if not self._s.circuit_failures:
             return
         try:
             opened = await self.scripts.record_backend_outcome(
-                ok, self._s.circuit_failures, int(self._s.circuit_cooldown_s * 1000))
+                False, self._s.circuit_failures, int(self._s.circuit_cooldown_s * 1000))
         except TRANSIENT_REDIS_ERRORS:
             return
         if opened:
