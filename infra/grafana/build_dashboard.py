@@ -106,8 +106,10 @@ PANELS: list[tuple[str, str, str, list[dict[str, Any]]]] = [
      "fail when full.",
      [q("max(redis_memory_used_bytes)", "used"), q("max(redis_memory_max_bytes)", "max")]),
     ("Deny cache and refused connections", "reqps",
-     "429s answered without Redis, and connections refused at the cap.",
+     "Refusals answered without Redis (of them, those written straight to the socket by the "
+     "fast deny path), and connections refused at the cap.",
      [q("sum(rate(dam_ingress_deny_cache_hits_total[1m]))", "deny-cache hits"),
+      q("sum(rate(dam_ingress_fast_denials_total[1m]))", "of them, fast path"),
       q("sum(rate(dam_ingress_refused_connections_total[1m]))", "refused connections")]),
 ]
 

@@ -37,7 +37,13 @@ from dam_ingress.metrics import (
     count,
 )
 from dam_ingress.replies import Reply, ReplyRouter
-from dam_ingress.responses import error_response, rejection
+from dam_ingress.responses import (
+    Answer,
+    error_response,
+    rejection,
+    rejection_answer,
+    to_response,
+)
 from dam_ingress.settings import IngressSettings
 from dam_ingress.token_estimate import reserved_tokens
 from dam_ingress.validation import (
@@ -96,10 +102,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                               "invalid_api_key")
     cached = _cached_denial(core, client)
     if cached is not None:
-        DENY_CACHE_HITS.inc()
-        rate_limited = cached.code is AdmitCode.RATE_LIMITED
-        count("rejected_rate_limit" if rate_limited else "rejected_backlog", client.identity)
-        return rejection(cached, client.burst)
+        return to_response(_answer_cached(client, cached))
     try:
         ask = await _read_ask(request, core, client)
     except InvalidRequest as exc:
@@ -205,6 +208,27 @@ async def _accepted_now(core: IngressCore, waiting: Waiting) -> web.Response:
     if pos is None:
         return _accepted(waiting.rid, 0, "running")
     return _accepted(waiting.rid, pos.position, "queued", pos.eta_s)
+
+
+def local_denial(core: IngressCore, authorization: str | None, peer: str | None,
+                 forwarded_for: str | None) -> Answer | None:
+    """The answer to a chat request that the deny cache alone refuses, counted as the
+    handler counts it; None when Redis (or the full handler) must decide."""
+    if core.readiness.draining:
+        return None
+    try:
+        client = core.policy.resolve(authorization, peer, forwarded_for)
+    except Unauthorized:
+        return None
+    cached = _cached_denial(core, client)
+    return None if cached is None else _answer_cached(client, cached)
+
+
+def _answer_cached(client: Client, cached: AdmitResult) -> Answer:
+    DENY_CACHE_HITS.inc()
+    rate_limited = cached.code is AdmitCode.RATE_LIMITED
+    count("rejected_rate_limit" if rate_limited else "rejected_backlog", client.identity)
+    return rejection_answer(cached, client.burst)
 
 
 def _cached_denial(core: IngressCore, client: Client) -> AdmitResult | None:

@@ -8,6 +8,7 @@ handler's own read timeout (408).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from typing import cast
@@ -17,17 +18,17 @@ from aiohttp import web
 from dam_common.errors import ConfigError
 from dam_common.runtime import on_stop_signals
 from dam_ingress.app import build_policy
-from dam_ingress.handlers import CORE, IngressCore
+from dam_ingress.fast_deny import FastDenyProtocol
+from dam_ingress.handlers import CORE, IngressCore, local_denial
 from dam_ingress.metrics import OPEN_CONNECTIONS, REFUSED_CONNECTIONS
+from dam_ingress.responses import Answer, error_body, raw_answer
 from dam_ingress.settings import IngressSettings
 
 log = logging.getLogger(__name__)
 
-_REFUSAL_BODY = (b'{"error": {"message": "Too many open connections; retry shortly.", '
-                 b'"type": "server_overloaded", "code": "too_many_connections"}}')
-REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-           b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
-           + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY)
+REFUSAL: Answer = (503, error_body("Too many open connections; retry shortly.",
+                                   "server_overloaded", "too_many_connections"),
+                   {"Retry-After": "1"})
 
 
 class _Refuse(asyncio.Protocol):
@@ -35,16 +36,20 @@ class _Refuse(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but they write the same.
-        cast(asyncio.Transport, transport).write(REFUSAL)
+        cast(asyncio.Transport, transport).write(raw_answer(REFUSAL, close=True))
         transport.close()
 
 
 class CappedFactory:
-    """Protocol factory handing connections to aiohttp while fewer than `cap` are open."""
+    """Protocol factory handing connections to aiohttp, behind the fast deny path, while
+    fewer than `cap` are open."""
 
-    def __init__(self, server: web.Server, cap: int) -> None:
+    def __init__(self, server: web.Server, core: IngressCore) -> None:
         self._server = server
-        self._cap = cap
+        self._cap = core.settings.max_connections
+        self._decide = functools.partial(local_denial, core)
+        self._max_line = core.settings.max_header_bytes
+        self._max_body = core.settings.max_body_bytes
         self.refused = 0
 
     def __call__(self) -> asyncio.BaseProtocol:
@@ -52,7 +57,7 @@ class CappedFactory:
             self.refused += 1
             REFUSED_CONNECTIONS.inc()
             return _Refuse()
-        return self._server()
+        return FastDenyProtocol(self._server(), self._decide, self._max_line, self._max_body)
 
 
 def reload_limits(core: IngressCore) -> bool:
@@ -76,7 +81,7 @@ async def serve(app: web.Application, settings: IngressSettings) -> None:
                            max_line_size=settings.max_header_bytes)
     await runner.setup()
     assert runner.server is not None
-    factory = CappedFactory(runner.server, settings.max_connections)
+    factory = CappedFactory(runner.server, app[CORE])
     server = runner.server
     OPEN_CONNECTIONS.set_function(lambda: len(server.connections))
     loop = asyncio.get_running_loop()

@@ -32,7 +32,12 @@ CANCELLED = Counter("dam_ingress_cancelled_total",
 ABORT_REQUESTS = Counter("dam_ingress_abort_requests_total",
                          "Running requests whose caller went away: the worker was told to "
                          "abort the backend call.")
-DENY_CACHE_HITS = Counter("dam_ingress_deny_cache_hits_total", "429s answered locally.")
+DENY_CACHE_HITS = Counter("dam_ingress_deny_cache_hits_total",
+                          "Refusals (429, or 503 for a full backlog) answered from the local "
+                          "deny cache, without Redis.")
+FAST_DENIALS = Counter("dam_ingress_fast_denials_total",
+                       "Deny-cache refusals written straight to the socket, before aiohttp "
+                       "built a request (a subset of dam_ingress_deny_cache_hits_total).")
 WAITING = Gauge("dam_ingress_waiting_requests", "Accepted requests whose caller is waiting.")
 OPEN_CONNECTIONS = Gauge("dam_ingress_open_connections", "Client connections open now.")
 REFUSED_CONNECTIONS = Counter("dam_ingress_refused_connections_total",
