@@ -4,11 +4,13 @@ every request the framer does not understand to aiohttp."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import urllib.request
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 
 from tests.support.stack import DamStack, Proc
@@ -164,3 +166,27 @@ def test_a_refused_client_smuggling_gets_aiohttps_400(connect, ingress: Proc, fr
                  b"X-Forwarded-For: 203.0.113.7\r\n" + framing)
     assert read_response(sock)[0] == 400
     assert fast_denials(ingress) == before
+
+
+async def test_a_flooding_client_is_still_admitted_at_its_rate(stack: DamStack) -> None:
+    # The deny cache must shorten the way to a refusal, not take the client's rate from it.
+    ingress = stack.ingress(DAM_ANON_RATE="5", DAM_ANON_BURST="1", DAM_DENY_CACHE_MS="100")
+    statuses: list[int] = []
+    seconds = 3.0
+
+    async def flood(http: aiohttp.ClientSession) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            async with http.post(f"{ingress.url}/v1/chat/completions", data=CHAT,
+                                 headers={"Prefer": "respond-async"}) as resp:
+                await resp.read()
+                statuses.append(resp.status)
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(flood(http) for _ in range(20)))
+    admitted = statuses.count(202)
+    assert set(statuses) == {202, 429}
+    assert len(statuses) > 200  # a flood: the client asked far more often than its rate
+    # 1 (burst) + 5/s for 3 s; at most a token period (200 ms) lost per refill to the cache.
+    assert 0.7 * (1 + 5 * seconds) <= admitted <= 1 + 5 * (seconds + 0.5), admitted
+    assert fast_denials(ingress) > 0

@@ -28,7 +28,36 @@ def test_deny_cache_holds_a_denial_for_at_least_the_hold_time() -> None:
     assert cache.check("c1", 10.05) is not None
     assert cache.check("c2", 10.05) is None
     assert cache.check("c1", 10.101) is None
+
+
+def test_when_a_hold_ends_one_caller_probes_redis_and_the_rest_wait_for_its_answer() -> None:
+    cache = DenyCache(hold_ms=100, probe_ms=50)
+    cache.remember("c1", DENIED, now=0.0)
+    assert cache.check("c1", 0.101) is None  # the probe
+    held = cache.check("c1", 0.102)
+    assert held is not None and held.retry_ms <= 50
+    cache.admitted("c1")  # the probe was admitted: the client has room again
+    assert cache.check("c1", 0.103) is None
+    assert cache.check("c1", 0.104) is None
     assert len(cache) == 0
+
+
+def test_a_probe_refused_again_renews_the_hold_and_a_lost_probe_is_retried() -> None:
+    cache = DenyCache(hold_ms=100, probe_ms=50)
+    cache.remember("c1", DENIED, now=0.0)
+    assert cache.check("c1", 0.2) is None
+    cache.remember("c1", DENIED, now=0.201)  # the probe's answer: still over the rate
+    assert cache.check("c1", 0.29) is not None
+    assert cache.check("c1", 0.302) is None  # next probe
+    assert cache.check("c1", 0.32) is not None
+    assert cache.check("c1", 0.353) is None  # that probe never answered: another one asks
+
+
+def test_an_admission_lifts_only_probing_denials() -> None:
+    cache = DenyCache(hold_ms=100)
+    cache.remember("c1", DENIED, now=0.0)
+    cache.admitted("c1")  # a request admitted before the denial was learned
+    assert cache.check("c1", 0.05) is not None
 
 
 def test_deny_cache_holds_longer_when_the_bucket_says_so() -> None:

@@ -124,6 +124,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _original(core, result.rid)
     if result.code is not AdmitCode.ADMITTED:
         return _rejected(core, client, result)
+    _learn_from_admission(core, client, result)
     _log_accepted(client, result, ask.chat.stream)
     waiting = Waiting(result.rid, client.tenant, ask.priority)
     if "respond-async" in request.headers.get("Prefer", ""):
@@ -220,7 +221,7 @@ def local_denial(core: IngressCore, authorization: str | None, peer: str | None,
         client = core.policy.resolve(authorization, peer, forwarded_for)
     except Unauthorized:
         return None
-    cached = _cached_denial(core, client)
+    cached = _cached_denial(core, client, probe=False)
     return None if cached is None else _answer_cached(client, cached)
 
 
@@ -231,12 +232,26 @@ def _answer_cached(client: Client, cached: AdmitResult) -> Answer:
     return rejection_answer(cached, client.burst)
 
 
-def _cached_denial(core: IngressCore, client: Client) -> AdmitResult | None:
+def _cached_denial(core: IngressCore, client: Client, probe: bool = True) -> AdmitResult | None:
     """A rejection known locally: the client's rate, its tenant's or the global backlog."""
     now = monotonic()
     cache = core.deny_cache
-    return (cache.check(client.identity, now) or cache.check(tenant_scope(client.tenant), now)
-            or cache.check(GLOBAL_SCOPE, now))
+    return (cache.check(client.identity, now, probe)
+            or cache.check(tenant_scope(client.tenant), now, probe)
+            or cache.check(GLOBAL_SCOPE, now, probe))
+
+
+def _learn_from_admission(core: IngressCore, client: Client, result: AdmitResult) -> None:
+    """What an admission tells the deny cache: the limits it passed have room (a probing
+    denial is lifted), and if it took the client's last token, when the next one comes, held
+    as a denial so the requests until then need no Redis call."""
+    cache = core.deny_cache
+    cache.admitted(client.identity, tenant_scope(client.tenant), GLOBAL_SCOPE)
+    if result.remaining < 1 and client.enforce:
+        # reset_ms is the time to a full bucket; the next whole token comes burst - 1 earlier.
+        retry = max(1, result.reset_ms - int((client.burst - 1) * 1000 / client.rate))
+        cache.remember(client.identity, AdmitResult(AdmitCode.RATE_LIMITED, retry_ms=retry,
+                                                    reset_ms=result.reset_ms), monotonic())
 
 
 def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:
