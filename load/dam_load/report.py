@@ -34,11 +34,18 @@ def _checks(scenario: Scenario, after: dict[str, Any]) -> list[tuple[str, bool]]
         else:
             checks.append((f"{name}: every request answered (no connection errors)",
                            g["connection_errors"] == 0))
+    records = after.get("records_after_10s")
     for name, p in after["processes"].items():
         if name.startswith("generator") or not p["rss_at_10s_mb"]:
             continue
-        checks.append((f"{name}: RSS within 10% of its value at 10 s",
-                       p["peak_rss_mb"] <= 1.10 * p["rss_at_10s_mb"]))
+        label, allowed = f"{name}: RSS within 10% of its value at 10 s", 0.0
+        if name == "redis" and records:
+            # The store keeps each accepted request's record for DAM_RESULT_TTL_S: that growth
+            # is the work done, not a leak; everything else must stay as flat as a service.
+            label += (f", besides the {records['count']:,} request records written since "
+                      f"({records['mb']:g} MiB by MEMORY USAGE)")
+            allowed = records["mb"]
+        checks.append((label, p["peak_rss_mb"] <= 1.10 * p["rss_at_10s_mb"] + allowed))
     return checks
 
 

@@ -33,7 +33,7 @@ def resummarise(outdir: Path, scenario_name: str | None = None) -> None:
         results.append(PhaseResult(
             phase, [r for r in rows if r["phase"] == phase],
             [s for s in samples if s["phase"] == phase], ph["restarts"], ph["queue_wait"],
-            ph.get("gone_clients", {})))
+            ph.get("gone_clients", {}), ph.get("records_after_10s", {})))
     summary = summarise(scenario, results, old.get("machine") or machine())
     (outdir / "summary.json").write_text(json.dumps(summary, indent=2))
     charts = draw_all(results, outdir)

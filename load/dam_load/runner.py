@@ -85,6 +85,7 @@ class PhaseResult:
     restarts: dict[str, int]
     queue_wait: dict[str, float] = field(default_factory=dict)
     gone_clients: dict[str, int] = field(default_factory=dict)
+    records: dict[str, float] = field(default_factory=dict)
 
 
 class Phase:
@@ -214,6 +215,8 @@ class Phase:
             self._supervise(gens, sampler, t0)
             queue_wait = self._queue_wait()
             gone = asyncio.run(gone_clients(self.redis.url)) if self.redis else {}
+            records = (asyncio.run(records_since(self.redis.url, (t0 + 10) * 1000))
+                       if self.redis else {})
             sampler.stop()
         finally:
             for svc in reversed(self.services):
@@ -225,7 +228,7 @@ class Phase:
         samples = [json.loads(line)
                    for line in (self.dir / "samples.jsonl").read_text().splitlines()]
         return PhaseResult(self.phase, rows, samples,
-                           {s.name: s.restarts for s in self.services}, queue_wait, gone)
+                           {s.name: s.restarts for s in self.services}, queue_wait, gone, records)
 
     def _supervise(self, gens: list[tuple[subprocess.Popen[bytes], Path]], sampler: Sampler,
                    t0: float) -> None:
@@ -279,6 +282,27 @@ async def gone_clients(redis_url: str) -> dict[str, int]:
             "left_while_running": int(counters.get("gone_while_running", 0)),
             "backend_calls_aborted": int(counters.get("aborted", 0)),
             "llm_calls_for_clients_gone_while_queued": wasted}
+
+
+async def records_since(redis_url: str, since_ms: float) -> dict[str, float]:
+    """The request records (`req:<id>`) written after `since_ms` and the memory they hold.
+
+    Redis keeps every accepted request's record until DAM_RESULT_TTL_S (invariant 1), so its
+    memory grows with the work done during a run; the report allows for exactly this much.
+    A request id is its intake stream id, `<ms>-<seq>`, so the id tells when it was accepted.
+    """
+    keys = Keys(prefix=KEY_PREFIX)
+    redis = make_redis(redis_url, max_connections=2)
+    count, total = 0, 0
+    try:
+        async for key in redis.scan_iter(match=f"{keys.base}req:*", count=1000):
+            rid = key.rsplit(":", 1)[-1]
+            if int(rid.split("-", 1)[0]) > since_ms:
+                count += 1
+                total += await redis.memory_usage(key, samples=0) or 0
+    finally:
+        await redis.aclose()
+    return {"count": count, "mb": round(total / 2**20, 2)}
 
 
 def histogram_summary(text: str, metric: str) -> dict[str, float]:

@@ -98,4 +98,6 @@ def summarise(scenario: Scenario, results: list[PhaseResult], machine: str) -> d
         }
         if res.gone_clients:
             doc["phases"][res.phase]["gone_clients"] = res.gone_clients
+        if res.records:
+            doc["phases"][res.phase]["records_after_10s"] = res.records
     return doc
