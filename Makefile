@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test chaos flood flood-all lint typecheck clean
+.PHONY: up test chaos flood flood-all load-tools lint typecheck clean
 
 CHAOS_DURATION_S ?= 120
 CHAOS_RATE ?= 30
@@ -28,14 +28,22 @@ chaos: $(STAMP)
 	DAM_CHAOS_DURATION_S=$(CHAOS_DURATION_S) DAM_CHAOS_RATE=$(CHAOS_RATE) \
 		$(BIN)/pytest tests/chaos -s -q -o timeout=3600
 
+# Debian's hey offers single-key floods at a fraction of a Python client's CPU; installed
+# when missing (as root with apt-get), else the runner falls back to its Python generators.
+load-tools:
+	@command -v hey >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ] && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null; } \
+		|| echo "hey is not installed: floods use the Python generators"
+
 # The headline scenario, shortened to fit a few minutes; out/<scenario>-<time>/report.md
 FLOOD_SCENARIO ?= single-abuser
 FLOOD_DURATION_S ?= 30
-flood: $(STAMP)
+flood: $(STAMP) load-tools
 	$(BIN)/dam flood $(FLOOD_SCENARIO) --duration-s $(FLOOD_DURATION_S)
 
 # Every scenario at its full length (about 20 minutes)
-flood-all: $(STAMP)
+flood-all: $(STAMP) load-tools
 	for s in single-abuser distributed-flood burst steady; do $(BIN)/dam flood $$s || exit 1; done
 
 lint: $(STAMP)

@@ -1,8 +1,14 @@
-"""One ingress process flooded flat out from one hot key (every answer a 429, nearly all from
-the deny cache), beside a bare aiohttp hello handler measured in the same run with the same
-load generator (Debian's `hey`), alternated and repeated. Target: >= 0.7x the bare handler.
+"""One ingress process flooded from one hot key (every answer a 429, nearly all from the deny
+cache), beside the same ingress with its fast deny path off (DAM_FAST_DENY=false: every
+request through aiohttp) and a bare aiohttp hello handler, measured in the same run with the
+same load generator (Debian's `hey`), alternated and repeated.
+
+Two measures: requests/s flat out (`-c connections`, target >= 0.7x the bare handler), and
+CPU at a fixed offered rate (`--rate`, default 5,000/s: the headline flood; target <= 50% of
+one core).
 
     .venv/bin/python load/bench_ingress.py [--seconds 5] [--rounds 3] [--connections 100]
+                                           [--rate 5000]
 """
 
 from __future__ import annotations
@@ -51,11 +57,14 @@ def _wait(url: str) -> None:
     raise RuntimeError(f"{url} never answered")
 
 
-def _hey(url: str, seconds: float, connections: int, pid: int) -> tuple[float, float, float]:
-    """Requests/s, p99 latency (s) and the server's CPU (% of one core) over the run."""
+def _hey(url: str, seconds: float, pid: int, connections: int,
+         rate: float = 0) -> tuple[float, float, float]:
+    """Requests/s, p99 latency (s) and the server's CPU (% of one core) over the run; with
+    `rate`, hey paces its workers to offer that many requests/s in all."""
     proc = psutil.Process(pid)
     cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
-    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(connections), "-m", "POST",
+    pace = ["-q", str(rate / connections)] if rate else []
+    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(connections), *pace, "-m", "POST",
                           "-T", "application/json", "-H", "Authorization: Bearer sk-hot",
                           "-H", "Prefer: respond-async", "-d", BODY, url],
                          capture_output=True, text=True, check=True).stdout
@@ -65,40 +74,63 @@ def _hey(url: str, seconds: float, connections: int, pid: int) -> tuple[float, f
     return rps, p99, cpu
 
 
-def main(seconds: float, rounds: int, connections: int) -> None:
+def _servers(redis_url: str, limits: Path) -> dict[str, tuple[subprocess.Popen[bytes], str]]:
+    """The two ingresses and the bare handler, each with its URL."""
+    servers = {}
+    for name, fast in (("ingress", "true"), ("ingress, no fast path", "false")):
+        port = free_port()
+        env = {**os.environ, "DAM_REDIS_URL": redis_url, "DAM_INGRESS_PORT": str(port),
+               "DAM_CONFIG_FILE": str(limits), "DAM_LOG_LEVEL": "WARNING",
+               "DAM_KEY_PREFIX": f"bench-ingress-{fast}:", "DAM_FAST_DENY": fast}
+        proc = subprocess.Popen([sys.executable, "-m", "dam_cli", "ingress"], env=env)
+        servers[name] = (proc, f"http://127.0.0.1:{port}")
+    port = free_port()
+    bare = subprocess.Popen([sys.executable, "-c", BARE.format(port=port)])
+    servers["bare aiohttp"] = (bare, f"http://127.0.0.1:{port}")
+    _wait(f"{servers['ingress'][1]}/readyz")
+    _wait(f"{servers['ingress, no fast path'][1]}/readyz")
+    _wait(f"{servers['bare aiohttp'][1]}/")
+    return servers
+
+
+def _report(title: str, runs: dict[str, list[tuple[float, float, float]]]) -> None:
+    print(title)
+    for name, rs in runs.items():
+        print(f"  {name:<22} {median([r for r, _, _ in rs]):>8.0f}/s  "
+              f"p99 {median([p for _, p, _ in rs]) * 1000:6.1f} ms  "
+              f"CPU {median([c for _, _, c in rs]):4.0f}% of a core  "
+              f"(runs: {[round(r) for r, _, _ in rs]}/s, {[round(c) for _, _, c in rs]}%)")
+
+
+def main(seconds: float, rounds: int, connections: int, rate: float) -> None:
     if shutil.which("hey") is None:
         sys.exit("bench_ingress needs Debian's hey (apt-get install hey)")
-    print(f"machine: {machine()}; hey -c {connections}, {seconds:g} s per run")
+    print(f"machine: {machine()}; {seconds:g} s per run, {rounds} rounds, alternated")
     with redis_server() as redis_url, tempfile.TemporaryDirectory() as tmp:
         limits = Path(tmp) / "limits.toml"
         limits.write_text(f'[[keys]]\nname = "hot"\nkey_sha256 = "{hash_key("sk-hot")}"\n'
                           "rate = 1\nburst = 1\n")
-        iport, bport = free_port(), free_port()
-        env = {**os.environ, "DAM_REDIS_URL": redis_url, "DAM_INGRESS_PORT": str(iport),
-               "DAM_CONFIG_FILE": str(limits), "DAM_LOG_LEVEL": "WARNING",
-               "DAM_KEY_PREFIX": "bench-ingress:"}
-        ingress = subprocess.Popen([sys.executable, "-m", "dam_cli", "ingress"], env=env)
-        bare = subprocess.Popen([sys.executable, "-c", BARE.format(port=bport)])
+        servers = _servers(redis_url, limits)
+        flat: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
+        paced: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
         try:
-            _wait(f"http://127.0.0.1:{iport}/readyz")
-            _wait(f"http://127.0.0.1:{bport}/")
-            dam, hello = [], []
             for _ in range(rounds):
-                dam.append(_hey(f"http://127.0.0.1:{iport}/v1/chat/completions", seconds,
-                                connections, ingress.pid))
-                hello.append(_hey(f"http://127.0.0.1:{bport}/v1/chat/completions", seconds,
-                                  connections, bare.pid))
+                for name, (proc, url) in servers.items():
+                    target = f"{url}/v1/chat/completions"
+                    flat[name].append(_hey(target, seconds, proc.pid, connections))
+                    paced[name].append(_hey(target, seconds, proc.pid, 50, rate))
         finally:
-            for proc in (ingress, bare):
+            for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait(10)
-    d, b = median([r for r, _, _ in dam]), median([r for r, _, _ in hello])
-    print(f"ingress (429s) {d:>8.0f}/s  p99 {median([p for _, p, _ in dam]) * 1000:.1f} ms  "
-          f"CPU {median([c for _, _, c in dam]):.0f}% of a core")
-    print(f"bare aiohttp   {b:>8.0f}/s  p99 {median([p for _, p, _ in hello]) * 1000:.1f} ms  "
-          f"CPU {median([c for _, _, c in hello]):.0f}% of a core")
-    print(f"ratio {d / b:.2f} (runs: ingress {[round(r) for r, _, _ in dam]}, "
-          f"bare {[round(r) for r, _, _ in hello]})")
+    _report(f"flat out, hey -c {connections}:", flat)
+    _report(f"offered {rate:g}/s, hey -c 50 -q {rate / 50:g}:", paced)
+    ratio = median([r for r, _, _ in flat["ingress"]]) / median(
+        [r for r, _, _ in flat["bare aiohttp"]])
+    cpu = [c for _, _, c in paced["ingress"]]
+    slow = [c for _, _, c in paced["ingress, no fast path"]]
+    print(f"flat-out ratio ingress / bare aiohttp: {ratio:.2f}")
+    print(f"CPU at {rate:g}/s, fast path / aiohttp path: {median(cpu) / median(slow):.2f}")
 
 
 if __name__ == "__main__":
@@ -106,5 +138,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=5000.0)
     args = parser.parse_args()
-    main(args.seconds, args.rounds, args.connections)
+    main(args.seconds, args.rounds, args.connections, args.rate)

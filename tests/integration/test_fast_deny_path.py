@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
+from tests.support.sockets import socket_opener
 from tests.support.stack import DamStack, Proc
 
 pytestmark = pytest.mark.e2e
@@ -38,17 +39,9 @@ def ingress(stack: DamStack) -> Proc:
 
 @pytest.fixture
 def connect(ingress: Proc) -> Iterator[object]:
-    opened: list[socket.socket] = []
-
-    def make() -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", ingress.port), timeout=5)
-        opened.append(sock)
-        return sock
-
-    yield make
-    for sock in opened:
-        _UNREAD.pop(sock.fileno(), None)
-        sock.close()
+    _UNREAD.clear()
+    with socket_opener(ingress.port) as make:
+        yield make
 
 
 _UNREAD: dict[int, bytes] = {}
@@ -190,3 +183,34 @@ async def test_a_flooding_client_is_still_admitted_at_its_rate(stack: DamStack) 
     # 1 (burst) + 5/s for 3 s; at most a token period (200 ms) lost per refill to the cache.
     assert 0.7 * (1 + 5 * seconds) <= admitted <= 1 + 5 * (seconds + 0.5), admitted
     assert fast_denials(ingress) > 0
+
+
+async def test_a_client_just_under_its_rate_is_never_refused(stack: DamStack) -> None:
+    # Each request takes the bucket's only token; the next comes 60 ms later, after the
+    # 50 ms refill. A denial foreseen from the empty bucket must not outlast that refill.
+    ingress = stack.ingress(DAM_ANON_RATE="20", DAM_ANON_BURST="1", DAM_DENY_CACHE_MS="100")
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(25):
+            async with http.post(f"{ingress.url}/v1/chat/completions", data=CHAT,
+                                 headers={"Prefer": "respond-async"}) as resp:
+                statuses.append(resp.status)
+            await asyncio.sleep(0.06)
+    assert statuses == [202] * 25
+
+
+def test_with_the_fast_path_off_aiohttp_answers_every_refusal(stack: DamStack) -> None:
+    ingress = stack.ingress(DAM_ANON_RATE="0.0167", DAM_ANON_BURST="1", DAM_FAST_DENY="false")
+    sock = socket.create_connection(("127.0.0.1", ingress.port), timeout=5)
+    try:
+        sock.sendall(QUEUE)
+        assert read_response(sock)[0] == 202
+        for _ in range(3):
+            sock.sendall(QUEUE)
+            status, headers, _ = read_response(sock)
+            assert status == 429
+            assert "server" in headers  # written by aiohttp
+    finally:
+        _UNREAD.clear()
+        sock.close()
+    assert fast_denials(ingress) == 0

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.sockets import socket_opener
 from tests.support.stack import DamStack, Proc
 
 pytestmark = pytest.mark.e2e
@@ -23,16 +24,8 @@ def ingress(stack: DamStack) -> Proc:
 
 @pytest.fixture
 def connect(ingress: Proc) -> Iterator[object]:
-    opened: list[socket.socket] = []
-
-    def make() -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", ingress.port), timeout=5)
-        opened.append(sock)
-        return sock
-
-    yield make
-    for sock in opened:
-        sock.close()
+    with socket_opener(ingress.port) as make:
+        yield make
 
 
 def _status(sock: socket.socket) -> int:

@@ -53,6 +53,13 @@ def test_a_probe_refused_again_renews_the_hold_and_a_lost_probe_is_retried() -> 
     assert cache.check("c1", 0.353) is None  # that probe never answered: another one asks
 
 
+def test_a_foreseen_denial_lasts_exactly_its_retry_time() -> None:
+    cache = DenyCache(hold_ms=100)
+    cache.remember("c1", DENIED, now=0.0, exact=True)  # retry_ms=10
+    assert cache.check("c1", 0.009) is not None
+    assert cache.check("c1", 0.011) is None
+
+
 def test_an_admission_lifts_only_probing_denials() -> None:
     cache = DenyCache(hold_ms=100)
     cache.remember("c1", DENIED, now=0.0)

@@ -77,13 +77,15 @@ class DenyCache:
         return AdmitResult(denial.code, retry_ms=left_ms, reset_ms=reset_ms,
                            backlog=denial.backlog, drain_per_s=denial.drain_per_s)
 
-    def remember(self, identity: str, result: AdmitResult, now: float) -> None:
-        """Hold a fresh rejection for max(its retry time, hold_ms)."""
+    def remember(self, identity: str, result: AdmitResult, now: float,
+                 exact: bool = False) -> None:
+        """Hold a fresh rejection for max(its retry time, hold_ms), or (`exact`) for its
+        retry time alone: a denial foreseen, not yet met, must not outlast the bucket's."""
         if self._hold <= 0:
             return
         if len(self._denials) >= self._max:
             self._evict(now)
-        hold = max(result.retry_ms / 1000, self._hold)
+        hold = result.retry_ms / 1000 if exact else max(result.retry_ms / 1000, self._hold)
         self._denials[identity] = Denial(now + hold, now + result.reset_ms / 1000, result.code,
                                          result.backlog, result.drain_per_s)
 

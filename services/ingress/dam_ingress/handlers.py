@@ -243,15 +243,17 @@ def _cached_denial(core: IngressCore, client: Client, probe: bool = True) -> Adm
 
 def _learn_from_admission(core: IngressCore, client: Client, result: AdmitResult) -> None:
     """What an admission tells the deny cache: the limits it passed have room (a probing
-    denial is lifted), and if it took the client's last token, when the next one comes, held
-    as a denial so the requests until then need no Redis call."""
+    denial is lifted), and if it took the client's last token, when the next one comes: held
+    as a denial until exactly then, so the requests in between need no Redis call."""
     cache = core.deny_cache
     cache.admitted(client.identity, tenant_scope(client.tenant), GLOBAL_SCOPE)
     if result.remaining < 1 and client.enforce:
         # reset_ms is the time to a full bucket; the next whole token comes burst - 1 earlier.
-        retry = max(1, result.reset_ms - int((client.burst - 1) * 1000 / client.rate))
-        cache.remember(client.identity, AdmitResult(AdmitCode.RATE_LIMITED, retry_ms=retry,
-                                                    reset_ms=result.reset_ms), monotonic())
+        retry = result.reset_ms - int((client.burst - 1) * 1000 / client.rate)
+        if retry > 0:
+            cache.remember(client.identity, AdmitResult(
+                AdmitCode.RATE_LIMITED, retry_ms=retry, reset_ms=result.reset_ms),
+                monotonic(), exact=True)
 
 
 def _rejected(core: IngressCore, client: Client, result: AdmitResult) -> web.Response:

@@ -50,6 +50,7 @@ class CappedFactory:
         self._decide = functools.partial(local_denial, core)
         self._max_line = core.settings.max_header_bytes
         self._max_body = core.settings.max_body_bytes
+        self._fast_deny = core.settings.fast_deny
         self.refused = 0
 
     def __call__(self) -> asyncio.BaseProtocol:
@@ -57,6 +58,8 @@ class CappedFactory:
             self.refused += 1
             REFUSED_CONNECTIONS.inc()
             return _Refuse()
+        if not self._fast_deny:
+            return self._server()
         return FastDenyProtocol(self._server(), self._decide, self._max_line, self._max_body)
 
 

@@ -45,6 +45,9 @@ class IngressSettings(CommonSettings):
                                "above the backlog cap (0: 2 x backlog cap).")
     deny_cache_ms: float = Field(100, ge=0, description="How long a known denial is answered "
                                  "locally, without Redis (0: off).")
+    fast_deny: bool = Field(True, description="Answer deny-cache refusals of plain requests "
+                            "straight from the socket, before aiohttp builds a request "
+                            "(false: every request goes through aiohttp).")
     trusted_proxies: str = Field("", description="Comma-separated addresses/CIDRs whose "
                                  "X-Forwarded-For is honoured.")
     client_timeout_s: float = Field(10, gt=0, description="A connection must complete a "
