@@ -284,25 +284,39 @@ async def gone_clients(redis_url: str) -> dict[str, int]:
             "llm_calls_for_clients_gone_while_queued": wasted}
 
 
-async def records_since(redis_url: str, since_ms: float) -> dict[str, float]:
-    """The request records (`req:<id>`) written after `since_ms` and the memory they hold.
+async def records_since(redis_url: str, since_ms: float,
+                        prefix: str = KEY_PREFIX) -> dict[str, float]:
+    """What the store was asked to keep after `since_ms`, and the memory it holds.
 
-    Redis keeps every accepted request's record until DAM_RESULT_TTL_S (invariant 1), so its
-    memory grows with the work done during a run; the report allows for exactly this much.
-    A request id is its intake stream id, `<ms>-<seq>`, so the id tells when it was accepted.
+    Redis keeps every accepted request's record until DAM_RESULT_TTL_S (invariant 1) and
+    every completion in its ingress's reply stream up to DAM_REPLY_MAXLEN, so its memory grows
+    with the work done during a run; the report allows for exactly this much. Counted: the
+    records accepted since (a request id is its intake stream id, `<ms>-<seq>`), whole; the
+    results written since into records accepted before (their size without it was already
+    there); and the reply entries added since, as their share of their stream's memory.
     """
-    keys = Keys(prefix=KEY_PREFIX)
+    keys = Keys(prefix=prefix)
     redis = make_redis(redis_url, max_connections=2)
-    count, total = 0, 0
+    count, completed, replies, total = 0, 0, 0, 0.0
     try:
         async for key in redis.scan_iter(match=f"{keys.base}req:*", count=1000):
             rid = key.rsplit(":", 1)[-1]
             if int(rid.split("-", 1)[0]) > since_ms:
                 count += 1
                 total += await redis.memory_usage(key, samples=0) or 0
+            elif float(await redis.hget(key, "updated_ms") or 0) > since_ms:
+                completed += 1
+                total += await redis.hstrlen(key, "result")
+        async for key in redis.scan_iter(match=f"{keys.base}reply:*", count=1000):
+            length = await redis.xlen(key)
+            added = len(await redis.xrange(key, min=f"{int(since_ms) + 1}", max="+"))
+            if length and added:
+                replies += added
+                total += (await redis.memory_usage(key, samples=0) or 0) * added / length
     finally:
         await redis.aclose()
-    return {"count": count, "mb": round(total / 2**20, 2)}
+    return {"count": count, "completed": completed, "replies": replies,
+            "mb": round(total / 2**20, 3)}
 
 
 def histogram_summary(text: str, metric: str) -> dict[str, float]:
