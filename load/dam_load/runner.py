@@ -195,11 +195,23 @@ class Phase:
                 procs.append((proc, out))
         return procs
 
+    def start(self) -> tuple[str, str]:
+        """Start the backend and what fronts it (the dam after, the naive gateway before):
+        their URLs, the backend's base and the front's chat completions endpoint."""
+        backend = self._backend()
+        return backend, self._dam(backend) if self.phase == "after" else self._gateway(backend)
+
+    def stop(self) -> None:
+        """Stop every process this phase started, the store last."""
+        for svc in reversed(self.services):
+            svc.stop()
+        if self.redis:
+            self.redis.stop()
+
     def run(self) -> PhaseResult:
         """Start everything, offer the load, supervise, collect."""
         try:
-            backend = self._backend()
-            url = self._dam(backend) if self.phase == "after" else self._gateway(backend)
+            backend, url = self.start()
             t0 = time.time() + 2.0
             sampler = Sampler(self.dir / "samples.jsonl", backend, t0,
                               self.redis.url if self.redis else None, Keys(prefix=KEY_PREFIX))
@@ -219,10 +231,7 @@ class Phase:
                        if self.redis else {})
             sampler.stop()
         finally:
-            for svc in reversed(self.services):
-                svc.stop()
-            if self.redis:
-                self.redis.stop()
+            self.stop()
         rows = [row for _, out in gens if out.exists()
                 for row in csv.DictReader(out.read_text().splitlines())]
         samples = [json.loads(line)
