@@ -105,11 +105,13 @@ PANELS: list[tuple[str, str, str, list[dict[str, Any]]]] = [
     ("Redis memory", "bytes", "Used vs maxmemory (redis_exporter); with noeviction, admissions "
      "fail when full.",
      [q("max(redis_memory_used_bytes)", "used"), q("max(redis_memory_max_bytes)", "max")]),
-    ("Deny cache and refused connections", "reqps",
+    ("Deny cache and the connection cap", "reqps",
      "Refusals answered without Redis (of them, those written straight to the socket by the "
-     "fast deny path), and connections refused at the cap.",
+     "fast deny path); at the connection cap, idle connections closed to make room and "
+     "connections refused because every open one was busy.",
      [q("sum(rate(dam_ingress_deny_cache_hits_total[1m]))", "deny-cache hits"),
       q("sum(rate(dam_ingress_fast_denials_total[1m]))", "of them, fast path"),
+      q("sum(rate(dam_ingress_idle_connections_closed_total[1m]))", "idle connections closed"),
       q("sum(rate(dam_ingress_refused_connections_total[1m]))", "refused connections")]),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -16,10 +17,11 @@ pytestmark = pytest.mark.e2e
 CHAT = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
 
 
-@pytest.fixture
-def ingress(stack: DamStack) -> Proc:
+@pytest.fixture(params=["fast path", "aiohttp only"])
+def ingress(stack: DamStack, request: pytest.FixtureRequest) -> Proc:
     return stack.ingress(DAM_CLIENT_TIMEOUT_S="1.5", DAM_MAX_CONNECTIONS="20",
-                         DAM_ANON_RATE="1000", DAM_ANON_BURST="1000")
+                         DAM_ANON_RATE="1000", DAM_ANON_BURST="1000",
+                         DAM_FAST_DENY=str(request.param == "fast path").lower())
 
 
 @pytest.fixture
@@ -92,14 +94,39 @@ def test_smuggling_attempts_are_rejected_by_the_parser(connect, request_bytes: b
     assert _status(sock) in (400, 501)
 
 
-def test_connection_hoarder_gets_a_clear_refusal_and_others_recover(connect) -> None:  # type: ignore[no-untyped-def]
-    hoard = [connect() for _ in range(20)]
+def _get(sock: socket.socket, path: str = "/healthz") -> int:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: dam\r\n\r\n".encode())
+    return _status(sock)
+
+
+def _counter(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + " "))
+
+
+def test_at_the_cap_the_longest_idle_connection_makes_room(ingress: Proc, connect
+                                                           ) -> None:  # type: ignore[no-untyped-def]
+    parked = [connect() for _ in range(20)]
+    assert [_get(sock) for sock in parked] == [200] * 20  # served, now idle on keep-alive
+    newcomer = connect()
+    assert _get(newcomer) == 200  # let in, not refused
+    assert _closed_within(parked[0], 1.0)  # the one idle the longest was closed for it
+    assert _get(parked[-1]) == 200  # the others are kept
+    # one closed for the newcomer, one for the connection this metrics request opens
+    assert _counter(ingress.port, "dam_ingress_idle_connections_closed_total") == 2
+
+
+def test_when_every_connection_is_busy_a_newcomer_gets_a_clear_503(connect
+                                                                   ) -> None:  # type: ignore[no-untyped-def]
+    busy = [connect() for _ in range(20)]
+    for sock in busy:  # each holds a request whose body is still to come
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: dam\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{")
     time.sleep(0.2)
-    extra = connect()
-    assert _status(extra) == 503  # refused at once, not left hanging
-    for sock in hoard:
+    assert _status(connect()) == 503  # refused at once, not left hanging
+    for sock in busy:
         sock.close()
     time.sleep(0.3)
-    fresh = connect()
-    fresh.sendall(b"GET /healthz HTTP/1.1\r\nHost: dam\r\n\r\n")
-    assert _status(fresh) == 200
+    assert _get(connect()) == 200  # and the ingress recovers

@@ -125,12 +125,19 @@ def aiohttp_idle(handler: RequestHandler) -> bool:
     return waiter is not None and not waiter.done() and not handler._messages
 
 
+def keepalive_deadline(handler: RequestHandler) -> float:
+    """When aiohttp would close this connection if nothing more came (loop time): the
+    earliest is the one idle the longest. The fast path moves it on each answer it writes."""
+    return handler._next_keepalive_close_time
+
+
 class FastDenyProtocol(asyncio.Protocol):
     """Frames requests; answers deny-cache refusals itself, hands the rest to aiohttp."""
 
-    def __init__(self, inner: RequestHandler, decide: Decide, max_line: int,
-                 max_body: int) -> None:
+    def __init__(self, inner: RequestHandler, decide: Decide, max_line: int, max_body: int,
+                 on_lost: Callable[[RequestHandler], object] | None = None) -> None:
         self._inner = inner
+        self._on_lost = on_lost
         self._decide = decide
         self._max_line = max_line
         self._max_body = max_body
@@ -150,7 +157,14 @@ class FastDenyProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._buf = b""
+        if self._on_lost is not None:
+            self._on_lost(self._inner)
         self._inner.connection_lost(exc)
+
+    @property
+    def between_requests(self) -> bool:
+        """No part of a request received and not yet passed on or answered."""
+        return not self._buf and not self._left
 
     def eof_received(self) -> None:
         self._hand_over()

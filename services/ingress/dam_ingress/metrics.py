@@ -42,6 +42,9 @@ WAITING = Gauge("dam_ingress_waiting_requests", "Accepted requests whose caller 
 OPEN_CONNECTIONS = Gauge("dam_ingress_open_connections", "Client connections open now.")
 REFUSED_CONNECTIONS = Counter("dam_ingress_refused_connections_total",
                               "Connections refused at DAM_MAX_CONNECTIONS.")
+IDLE_CONNECTIONS_CLOSED = Counter("dam_ingress_idle_connections_closed_total",
+                                  "Idle keep-alive connections closed at DAM_MAX_CONNECTIONS "
+                                  "to make room for new ones.")
 
 # Children bound once: `labels()` takes a lock and a dict lookup, too much for the hot path.
 _BOUND = {(o, c): REQUESTS.labels(o, c) for o in OUTCOMES for c in TENANT_CLASSES}

@@ -53,8 +53,10 @@ class IngressSettings(CommonSettings):
     client_timeout_s: float = Field(10, gt=0, description="A connection must complete a "
                                     "request's headers within this of opening, and a body "
                                     "within this of its headers (slow clients get cut / 408).")
-    max_connections: int = Field(4096, ge=1, description="Open client connections beyond "
-                                 "this are answered 503 and closed at once.")
+    max_connections: int = Field(4096, ge=1, description="Most client connections open at "
+                                 "once: at the cap, the longest-idle keep-alive connections are "
+                                 "closed to make room; when all are busy, a newcomer is answered "
+                                 "503 and closed at once.")
     max_header_bytes: int = Field(8190, ge=1024, description="Longest request line or header "
                                   "field; longer ones get 400.")
     idempotency_ttl_s: float = Field(3600, gt=0, description="A repeated Idempotency-Key "
