@@ -56,7 +56,7 @@ def main() -> None:
         try:
             backend, dam = phase.start()
             urls = {"backend directly": f"{backend}/v1/chat/completions", "the dam": dam}
-            measure(dam, args.rate, 3)  # warm both paths before measuring
+            measure(dam, args.rate, 3)  # warm-up: connections opened, scripts loaded
             for _ in range(args.rounds):
                 for name, url in urls.items():
                     runs[name].append(measure(url, args.rate, args.seconds))

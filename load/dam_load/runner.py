@@ -313,9 +313,10 @@ async def records_since(redis_url: str, since_ms: float,
             if int(rid.split("-", 1)[0]) > since_ms:
                 count += 1
                 total += await redis.memory_usage(key, samples=0) or 0
-            elif float(await redis.hget(key, "updated_ms") or 0) > since_ms:
+            elif (float(await redis.hget(key, "updated_ms") or 0) > since_ms
+                  and (size := await redis.hstrlen(key, "result"))):
                 completed += 1
-                total += await redis.hstrlen(key, "result")
+                total += size
         async for key in redis.scan_iter(match=f"{keys.base}reply:*", count=1000):
             length = await redis.xlen(key)
             added = len(await redis.xrange(key, min=f"{int(since_ms) + 1}", max="+"))

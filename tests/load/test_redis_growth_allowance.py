@@ -19,6 +19,8 @@ async def test_only_state_written_after_the_mark_is_allowed_for(redis: Redis,
     keys = Keys(prefix=prefix)
     result = "x" * 4000
     await redis.hset(keys.request(f"{SINCE_MS - 5}-0"), mapping={"status": "queued"})
+    await redis.hset(keys.request(f"{SINCE_MS - 3}-0"),  # dispatched since: no result yet
+                     mapping={"status": "running", "updated_ms": SINCE_MS + 40})
     await redis.hset(keys.request(f"{SINCE_MS - 4}-0"),
                      mapping={"status": "completed", "result": result,
                               "updated_ms": SINCE_MS + 50})

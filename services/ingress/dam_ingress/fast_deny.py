@@ -118,8 +118,9 @@ def aiohttp_idle(handler: RequestHandler) -> bool:
     """True while aiohttp waits for this connection's next request and holds none.
 
     Reads two private attributes of aiohttp's RequestHandler (aiohttp is pinned; the fast
-    path's tests fail if they change): an answer written while aiohttp still works on an
-    earlier request would overtake that request's answer.
+    path's tests fail if they change, as the connection-cap tests do for
+    `keepalive_deadline`'s): an answer written while aiohttp still works on an earlier
+    request would overtake that request's answer.
     """
     waiter = handler._waiter
     return waiter is not None and not waiter.done() and not handler._messages
@@ -135,7 +136,7 @@ class FastDenyProtocol(asyncio.Protocol):
     """Frames requests; answers deny-cache refusals itself, hands the rest to aiohttp."""
 
     def __init__(self, inner: RequestHandler, decide: Decide, max_line: int, max_body: int,
-                 on_lost: Callable[[RequestHandler], object] | None = None) -> None:
+                 on_lost: Callable[[RequestHandler], object]) -> None:
         self._inner = inner
         self._on_lost = on_lost
         self._decide = decide
@@ -157,8 +158,7 @@ class FastDenyProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._buf = b""
-        if self._on_lost is not None:
-            self._on_lost(self._inner)
+        self._on_lost(self._inner)
         self._inner.connection_lost(exc)
 
     @property
